@@ -1,0 +1,216 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Level } from 'level'
+import { PackFiles, PackWriter, PACK_LIMIT, type Location } from './packs.js'
+import { BLOCK, META, blockKey, decodeLocation, encodeLocation, keyToCid, range, textKey, type IndexEntry } from './keys.js'
+import { verifyBlock } from '../dag/hash.js'
+import { MAX_BLOCK_SIZE } from '../dag/node.js'
+import { BlockMissingError, BlockTooLargeError, HashMismatchError, StoreLockedError, fromSystemError } from '../errors.js'
+import { Mutex } from '../util/mutex.js'
+import type { CID } from 'multiformats/cid'
+import type { Block, PutResult } from './interface.js'
+
+type DB = Level<Uint8Array, Uint8Array>
+
+function digestId (cid: CID): string {
+  return Buffer.from(cid.multihash.digest.buffer, cid.multihash.digest.byteOffset, cid.multihash.digest.byteLength).toString('base64')
+}
+
+/** Written blocks are committed (made durable and indexed) at least this often. */
+const COMMIT_BYTES = 64 * 1024 * 1024
+/** Keys looked up per LevelDB getMany when deduplicating a batch. */
+const LOOKUP_BATCH = 1024
+
+/**
+ * Content-addressed blocks on disk: bytes in pack files, locations in LevelDB.
+ *
+ * Crash safety comes from ordering: records are appended to the pack, the pack is fdatasync'ed, and
+ * only then are their index entries written (with the pack's new committed length, atomically, in
+ * one LevelDB batch). A crash at any point leaves an index that only points at durable bytes; bytes
+ * past the committed length are cut off on the next open and written again.
+ */
+export class Blockstore {
+  readonly db: DB
+  readonly packs: PackFiles
+  private writer!: PackWriter
+  /** Written but not yet committed: readable here, invisible to other opens. */
+  private pending = new Map<string, { key: Uint8Array, entry: IndexEntry }>()
+  private pendingBytes = 0
+  readonly lock = new Mutex()
+
+  private constructor (db: DB, packs: PackFiles) {
+    this.db = db
+    this.packs = packs
+  }
+
+  static async open (dir: string): Promise<Blockstore> {
+    try {
+      await mkdir(join(dir, 'packs'), { recursive: true })
+    } catch (err) {
+      throw fromSystemError(err, dir)
+    }
+    const db: DB = new Level(join(dir, 'index'), { keyEncoding: 'view', valueEncoding: 'view' })
+    try {
+      await db.open()
+    } catch (err: any) {
+      const cause = err?.cause ?? err
+      if (cause?.code === 'LEVEL_LOCKED' || /lock/i.test(String(cause?.message))) {
+        throw new StoreLockedError(`the store in ${dir} is in use by another process (is a daemon running?)`, { cause: err })
+      }
+      throw fromSystemError(cause, join(dir, 'index'))
+    }
+    const store = new Blockstore(db, new PackFiles(join(dir, 'packs')))
+    try {
+      const active = await store.getMeta<number>('pack:active') ?? 1
+      store.writer = await PackWriter.open(store.packs, active, await store.getMeta<number>(`pack:${active}:length`) ?? 0)
+    } catch (err) {
+      await db.close()
+      throw err
+    }
+    return store
+  }
+
+  async getMeta<T> (name: string): Promise<T | undefined> {
+    const value = await this.db.get(textKey(META, name))
+    return value == null ? undefined : JSON.parse(Buffer.from(value).toString('utf8')) as T
+  }
+
+  async setMeta (name: string, value: unknown): Promise<void> {
+    await this.db.put(textKey(META, name), Buffer.from(JSON.stringify(value)), { sync: true })
+  }
+
+  private async lookup (cid: CID): Promise<IndexEntry | undefined> {
+    const hit = this.pending.get(digestId(cid))
+    if (hit != null) return hit.entry
+    const value = await this.db.get(blockKey(cid))
+    return value == null ? undefined : decodeLocation(value)
+  }
+
+  async has (cid: CID): Promise<boolean> {
+    return (await this.lookup(cid)) != null
+  }
+
+  /** Which of `cids` are stored (one LevelDB round trip per thousand). */
+  async hasMany (cids: CID[]): Promise<boolean[]> {
+    const out: boolean[] = new Array(cids.length).fill(false)
+    for (let i = 0; i < cids.length; i += LOOKUP_BATCH) {
+      const part = cids.slice(i, i + LOOKUP_BATCH)
+      const values = await this.db.getMany(part.map(blockKey))
+      values.forEach((v, j) => {
+        out[i + j] = v != null || this.pending.has(digestId(part[j]!))
+      })
+    }
+    return out
+  }
+
+  /** Reads a block and checks its hash: a flipped bit on disk is an error, never wrong data. */
+  async get (cid: CID, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+    const loc = await this.lookup(cid)
+    if (loc == null) throw new BlockMissingError(`block ${cid} is not in the store`)
+    const bytes = await this.packs.read(loc)
+    if (bytes == null || !verifyBlock(cid, bytes)) {
+      throw new HashMismatchError(`block ${cid} is corrupt on disk (run: collective-peer fsck)`)
+    }
+    return bytes
+  }
+
+  /**
+   * Stores blocks not already present. Callers that computed the CIDs themselves pass
+   * `trusted: true`; otherwise every block is hashed and a mismatch throws before anything is kept.
+   */
+  async putMany (blocks: Block[], options: { trusted?: boolean } = {}): Promise<PutResult> {
+    for (const { cid, bytes } of blocks) {
+      if (bytes.length > MAX_BLOCK_SIZE) throw new BlockTooLargeError(`block ${cid} has ${bytes.length} bytes (limit ${MAX_BLOCK_SIZE})`)
+      if (options.trusted !== true && !verifyBlock(cid, bytes)) throw new HashMismatchError(`block bytes do not hash to ${cid}`)
+    }
+    return await this.lock.run(async () => {
+      const present = await this.hasMany(blocks.map(b => b.cid))
+      let stored = 0
+      let bytes = 0
+      for (let i = 0; i < blocks.length; i++) {
+        const block = blocks[i]!
+        if (present[i] === true || this.pending.has(digestId(block.cid))) continue
+        await this.appendLocked(block)
+        stored++
+        bytes += block.bytes.length
+      }
+      await this.writer.write()
+      if (this.pendingBytes >= COMMIT_BYTES) await this.commitLocked()
+      return { stored, bytes }
+    })
+  }
+
+  async put (cid: CID, bytes: Uint8Array, options: { trusted?: boolean } = {}): Promise<PutResult> {
+    return await this.putMany([{ cid, bytes }], options)
+  }
+
+  /** Makes every block written so far durable and visible to later opens. */
+  async commit (): Promise<void> {
+    await this.lock.run(async () => { await this.commitLocked() })
+  }
+
+  private async commitLocked (): Promise<void> {
+    if (this.pending.size === 0) return
+    const length = await this.writer.sync()
+    const batch = this.db.batch()
+    for (const { key, entry } of this.pending.values()) batch.put(key, encodeLocation(entry))
+    batch.put(textKey(META, `pack:${this.writer.id}:length`), Buffer.from(JSON.stringify(length)))
+    await batch.write({ sync: true })
+    this.pending.clear()
+    this.pendingBytes = 0
+  }
+
+  private async appendLocked (block: Block): Promise<void> {
+    if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
+    const loc: Location = this.writer.append(block.cid.bytes, block.bytes)
+    this.pending.set(digestId(block.cid), { key: blockKey(block.cid), entry: { ...loc, codec: block.cid.code } })
+    this.pendingBytes += block.bytes.length
+  }
+
+  private async rotate (): Promise<void> {
+    await this.commitLocked()
+    await this.writer.close()
+    const id = this.writer.id + 1
+    this.writer = await PackWriter.open(this.packs, id, 0)
+    const batch = this.db.batch()
+    batch.put(textKey(META, 'pack:active'), Buffer.from(JSON.stringify(id)))
+    batch.put(textKey(META, `pack:${id}:length`), Buffer.from('0'))
+    await batch.write({ sync: true })
+  }
+
+  /** The id of the pack being appended to (GC never rewrites it). */
+  get activePack (): number { return this.writer.id }
+
+  /** Every committed block, in key order. */
+  async * entries (): AsyncGenerator<{ cid: CID, key: Uint8Array, entry: IndexEntry }> {
+    for await (const [key, value] of this.db.iterator(range(BLOCK))) {
+      const entry = decodeLocation(value)
+      yield { cid: keyToCid(key, entry.codec), key, entry }
+    }
+  }
+
+  /** Drops index entries (the bytes stay in their pack until GC rewrites it). */
+  async deleteMany (keys: Uint8Array[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 10_000) {
+      await this.db.batch(keys.slice(i, i + 10_000).map(key => ({ type: 'del' as const, key })), { sync: true })
+    }
+  }
+
+  /** Moves committed blocks to the active pack (GC compaction); durable before returning. */
+  async relocate (blocks: Array<{ cid: CID, bytes: Uint8Array }>): Promise<void> {
+    await this.lock.run(async () => {
+      for (const block of blocks) await this.appendLocked(block)
+      await this.commitLocked()
+    })
+  }
+
+  async close (): Promise<void> {
+    try {
+      await this.commit()
+    } finally {
+      await this.writer.close().catch(() => {})
+      await this.packs.close()
+      await this.db.close()
+    }
+  }
+}

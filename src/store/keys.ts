@@ -1,0 +1,59 @@
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
+import { BLAKE3_CODE } from '../dag/hash.js'
+import type { Location } from './packs.js'
+
+/**
+ * LevelDB key spaces, one prefix byte each:
+ *   b | blake3 digest (32)  -> block location (pack, offset, length, codec)
+ *   p | pin name (utf8)      -> pin record (JSON)
+ *   m | meta key (utf8)      -> metadata (JSON)
+ * Blocks are keyed by digest, not CID: the same bytes are stored once whatever codec names them.
+ */
+export const BLOCK = 0x62
+export const PIN = 0x70
+export const META = 0x6d
+
+export function blockKey (cid: CID): Uint8Array {
+  const key = new Uint8Array(1 + cid.multihash.digest.length)
+  key[0] = BLOCK
+  key.set(cid.multihash.digest, 1)
+  return key
+}
+
+export function textKey (prefix: number, name: string): Uint8Array {
+  const bytes = Buffer.from(name, 'utf8')
+  const key = new Uint8Array(1 + bytes.length)
+  key[0] = prefix
+  key.set(bytes, 1)
+  return key
+}
+
+/** Bounds for iterating one key space. */
+export function range (prefix: number): { gte: Uint8Array, lt: Uint8Array } {
+  return { gte: Uint8Array.of(prefix), lt: Uint8Array.of(prefix + 1) }
+}
+
+export interface IndexEntry extends Location {
+  codec: number
+}
+
+export function encodeLocation (entry: IndexEntry): Uint8Array {
+  const value = new Uint8Array(17)
+  const view = new DataView(value.buffer)
+  view.setUint32(0, entry.pack)
+  view.setUint32(4, entry.length)
+  view.setFloat64(8, entry.offset)
+  value[16] = entry.codec
+  return value
+}
+
+export function decodeLocation (value: Uint8Array): IndexEntry {
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength)
+  return { pack: view.getUint32(0), length: view.getUint32(4), offset: view.getFloat64(8), codec: value[16]! }
+}
+
+/** Rebuilds the CID of an index key and its codec. */
+export function keyToCid (key: Uint8Array, codec: number): CID {
+  return CID.createV1(codec, Digest.create(BLAKE3_CODE, key.subarray(1)))
+}
