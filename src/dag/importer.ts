@@ -2,7 +2,7 @@ import { basename } from 'node:path'
 import { openImage } from './source/index.js'
 import { getChunker, DEFAULT_CHUNKER } from './chunker/index.js'
 import { LayoutBuilder, type EncodedBlock } from './layout.js'
-import { DEFAULT_FANOUT } from './node.js'
+import { DEFAULT_FANOUT, MAX_BLOCK_SIZE } from './node.js'
 import { rawCid } from './hash.js'
 import type { ChunkerParams } from './chunker/interface.js'
 import type { Blockstore } from '../store/blockstore.js'
@@ -49,6 +49,9 @@ export async function importImage (store: Blockstore, path: string, options: Imp
     const seen = new Set<string>()
     let batch: EncodedBlock[] = []
     let batchBytes = 0
+    // Chunk bytes are only valid until the chunker resumes: copy them into an arena reused per batch.
+    const arena = new Uint8Array(BATCH_BYTES + MAX_BLOCK_SIZE)
+    let arenaUsed = 0
     let bytesStored = 0
     const queue = (block: EncodedBlock): void => {
       const id = block.cid.toString()
@@ -63,6 +66,7 @@ export async function importImage (store: Blockstore, path: string, options: Imp
       bytesStored += result.bytes
       batch = []
       batchBytes = 0
+      arenaUsed = 0
     }
     const layout = new LayoutBuilder(source.size, params, options.fanout ?? DEFAULT_FANOUT, queue)
     let scanned = 0
@@ -71,7 +75,12 @@ export async function importImage (store: Blockstore, path: string, options: Imp
         layout.addLeaf(chunk.offset, chunk.length, null)
       } else {
         const cid = rawCid(chunk.bytes)
-        queue({ cid, bytes: chunk.bytes })
+        if (!seen.has(cid.toString())) {
+          const copy = arena.subarray(arenaUsed, arenaUsed + chunk.length)
+          copy.set(chunk.bytes)
+          arenaUsed += chunk.length
+          queue({ cid, bytes: copy })
+        }
         layout.addLeaf(chunk.offset, chunk.length, cid)
       }
       scanned = chunk.offset + chunk.length

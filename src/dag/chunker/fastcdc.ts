@@ -1,5 +1,5 @@
 import { ImageWindow } from './window.js'
-import { GEAR, highMask } from './gear.js'
+import { GEAR, GEAR_LS, highMask } from './gear.js'
 import { MIN_ZERO_RUN, ZERO_BLOCK, isZero } from './zero.js'
 import { throwIfAborted } from '../../util/abort.js'
 import type { Chunk, ChunkerOptions, ChunkerParams } from './interface.js'
@@ -91,18 +91,38 @@ export async function * fastcdcChunker (source: ImageSource, params: ChunkerPara
   }
 }
 
-/** The index just past the chunk starting at `start`, at most `end`. */
+/**
+ * The index just past the chunk starting at `start`, at most `end`. Two bytes per iteration with a
+ * pre-shifted table (FastCDC 2020's "rolling two bytes"): the same cut points, fewer shifts.
+ */
 function cutPoint (buf: Uint8Array, start: number, end: number, min: number, avg: number, maskS: number, maskL: number): number {
   if (end - start <= min) return end
   const normal = Math.min(start + avg, end)
+  const gear = GEAR
+  const gearLs = GEAR_LS
   let h = 0
   let i = start + min
-  for (; i < normal; i++) {
-    h = ((h << 1) + GEAR[buf[i]!]!) | 0
-    if ((h & maskS) === 0) return i + 1
+  const maskSls = maskS << 1
+  const maskLls = maskL << 1
+  for (; i + 1 < normal; i += 2) {
+    h = ((h << 2) + gearLs[buf[i]!]!) | 0
+    if ((h & maskSls) === 0) return i + 1
+    h = (h + gear[buf[i + 1]!]!) | 0
+    if ((h & maskS) === 0) return i + 2
   }
-  for (; i < end; i++) {
-    h = ((h << 1) + GEAR[buf[i]!]!) | 0
+  if (i < normal) {
+    h = ((h << 1) + gear[buf[i]!]!) | 0
+    if ((h & maskS) === 0) return i + 1
+    i++
+  }
+  for (; i + 1 < end; i += 2) {
+    h = ((h << 2) + gearLs[buf[i]!]!) | 0
+    if ((h & maskLls) === 0) return i + 1
+    h = (h + gear[buf[i + 1]!]!) | 0
+    if ((h & maskL) === 0) return i + 2
+  }
+  if (i < end) {
+    h = ((h << 1) + gear[buf[i]!]!) | 0
     if ((h & maskL) === 0) return i + 1
   }
   return end

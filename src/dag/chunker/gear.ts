@@ -17,7 +17,13 @@ export const GEAR: Int32Array = (() => {
   return table
 })()
 
-/** A mask of `bits` ones in the highest bits of a 32-bit word (the bits that see the most bytes). */
+/**
+ * A mask of `bits` ones in the high bits of a 32-bit word (the bits that see the most bytes), below
+ * bit 31 so that `mask << 1` still fits: the chunker tests the hash shifted by one bit.
+ */
 export function highMask (bits: number): number {
-  return (((1 << bits) - 1) << (32 - bits)) | 0
+  return (((1 << bits) - 1) << (31 - bits)) | 0
 }
+
+/** GEAR shifted left by one: lets the chunker roll two bytes per step. */
+export const GEAR_LS: Int32Array = GEAR.map(g => g << 1)

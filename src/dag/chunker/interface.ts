@@ -2,7 +2,8 @@ import type { ImageSource } from '../source/interface.js'
 
 /**
  * One piece of the image, in order. `bytes` is absent for a run of zeros (a hole): holes are not
- * stored and have no block. Consumers may keep `bytes` (a view, never reused by the chunker).
+ * stored and have no block. `bytes` is a view into the chunker's read buffer, valid until the
+ * generator is resumed: a consumer that keeps it must copy it.
  */
 export interface Chunk {
   offset: number

@@ -7,9 +7,11 @@ export const READ_SIZE = 8 * 1024 * 1024
  * A sliding view over an image that always holds at least `lookahead` bytes ahead of the position a
  * chunker asks for, reading the next segment in the background while the current one is chunked.
  *
- * Each segment is read into a fresh buffer with `lookahead` bytes of headroom in front, so the tail
- * of the previous segment is copied in front of it (a few KiB) instead of concatenating megabytes.
- * Buffers are never reused, so views handed out as chunk bytes stay valid.
+ * Each segment is read into a buffer with `lookahead` bytes of headroom in front, so the tail of the
+ * previous segment is copied in front of it (a few KiB) instead of concatenating megabytes. Two
+ * buffers alternate: fresh 8 MiB allocations cost a page fault per 4 KiB and cut reading from the
+ * page cache from ~9 GiB/s to ~450 MiB/s. So a view returned by `at` is valid only until the next
+ * call that moves the window (chunk bytes: until the chunker is resumed).
  */
 export class ImageWindow {
   readonly size: number
@@ -20,11 +22,17 @@ export class ImageWindow {
   private base = 0
   private nextRead = 0
   private pending?: Promise<{ buffer: Uint8Array, position: number, length: number }>
+  /** The buffer not currently viewed: the next read goes into it. */
+  private spare: Uint8Array
+  private current: Uint8Array
 
   constructor (source: ImageSource, lookahead: number) {
     this.source = source
     this.size = source.size
     this.lookahead = lookahead
+    const bufferSize = lookahead + Math.min(READ_SIZE, source.size)
+    this.spare = new Uint8Array(bufferSize)
+    this.current = new Uint8Array(bufferSize)
     this.startRead()
   }
 
@@ -36,7 +44,7 @@ export class ImageWindow {
     const position = this.nextRead
     const length = Math.min(READ_SIZE, this.size - position)
     this.nextRead += length
-    const buffer = new Uint8Array(this.lookahead + length)
+    const buffer = this.spare
     this.pending = this.source.read(buffer.subarray(this.lookahead), length, position)
       .then(() => ({ buffer, position, length }))
     // Surface the error when awaited, not as an unhandled rejection.
@@ -59,6 +67,8 @@ export class ImageWindow {
       next.buffer.set(tail, start)
       this.buf = next.buffer.subarray(start, this.lookahead + next.length)
       this.base = next.position - tail.length
+      this.spare = this.current
+      this.current = next.buffer
       this.startRead()
     }
     const index = position - this.base

@@ -12,6 +12,9 @@ const ZEROS = new Uint8Array(1024 * 1024)
 
 /** True when `buf[start..end)` is all zeros (native memcmp, 64 KiB at a time). */
 export function isZero (buf: Uint8Array, start: number, end: number): boolean {
+  // Data usually has a non-zero byte early; a JS look at the first bytes avoids a native call.
+  const probe = Math.min(end, start + 32)
+  for (let i = start; i < probe; i++) if (buf[i] !== 0) return false
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
   for (let p = start; p < end; p += ZEROS.length) {
     const n = Math.min(ZEROS.length, end - p)

@@ -1,0 +1,1 @@
+import '../src/util/polyfill.js'
