@@ -18,7 +18,7 @@ export function detectFormat (head: Uint8Array): string {
   if (ascii(0, 'QEVM')) return 'unsupported:qed'
   if (b[0] === 0x1f && b[1] === 0x8b) return 'unsupported:gzip'
   if (ascii(0, '\xfd7zXZ\0')) return 'unsupported:xz'
-  if (b.readUInt32LE(0) === 0xfd2fb528) return 'unsupported:zstd'
+  if (b.length >= 4 && b.readUInt32LE(0) === 0xfd2fb528) return 'unsupported:zstd'
   if (ascii(0, 'BZh')) return 'unsupported:bzip2'
   return 'raw'
 }
@@ -39,7 +39,7 @@ export async function openImage (path: string, options: OpenImageOptions): Promi
     throw fromSystemError(err, path)
   }
   if (st.isDirectory()) throw new FileAccessError(`${path}: is a directory, not a disk image`)
-  if (!st.isFile() && !st.isBlockDevice()) throw new FileAccessError(`${path}: not a regular file or block device`)
+  if (!st.isFile()) throw new FileAccessError(`${path}: not a regular file`)
   let head: Uint8Array
   try {
     const fd = await open(path, 'r')
