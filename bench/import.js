@@ -8,9 +8,12 @@
 // fresh data dir / store, and dirty pages are flushed (`sync`, untimed) between runs. With --runs N the
 // fastest run of each tool is reported. Peak RSS comes from /usr/bin/time (%M).
 // Last stdout line: one JSON object with our figures and casync's.
-import { cli, cliAvailable, ensureFixtures, fileSize, fmtMiB, log, MIB, parseArgs, rmrf, round, run, sync,
-  table, tempDir, treeBytes, warm } from './lib.js';
 import { join } from 'node:path';
+import { loadavg } from 'node:os';
+import { cli, cliAvailable, ensureFixtures, fileSize, fmtMiB, log, machine, MIB, parseArgs, rmrf, round, run, sync,
+  table, tempDir, treeBytes, warm } from './lib.js';
+
+const loadavgAtStart = loadavg().map((x) => round(x, 2));
 
 const args = parseArgs();
 const runs = Math.max(1, Number(args.runs ?? 1));
@@ -80,6 +83,7 @@ if (o) log(`speedup casync_time / our_time = ${speedup.toFixed(2)} (goal >= 3)`)
 
 console.log(JSON.stringify({
   bench: 'import', image, bytes, runs,
+  machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)),
   ours: o && {
     seconds: round(o.seconds), mibPerSec: round(o.mibPerSec, 1), peakRssMiB: round(o.peakRssMiB, 1),
     chunker: args.chunker ?? null, chunkSize: args['chunk-size'] ? Number(args['chunk-size']) : null,

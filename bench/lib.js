@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, openSync, closeSync, readSync, readFileSync, readdirSync, lstatSync,
   rmSync, statSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus as osCpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -247,4 +247,11 @@ export function table(header, rows) {
   log(line(all[0]));
   log(w.map((x) => '-'.repeat(x)).join('  '));
   for (const r of all.slice(1)) log(line(r));
+}
+
+/** Where the figures were measured. */
+export function machine() {
+  const cpus = osCpus();
+  return { node: process.version, cpus: cpus.length, cpuModel: cpus[0]?.model ?? null,
+    memGiB: round(totalmem() / 1024 ** 3, 1), kernel: release() };
 }

@@ -15,8 +15,11 @@
 // ideal:  distinct non-zero 4 KiB blocks of v2 not among v1's 4 KiB blocks, x 4096.
 // Last stdout line: one JSON object with every row.
 import { join } from 'node:path';
-import { cli, cliAvailable, ensureFixtures, fileSize, fmtMiB, ideal4k, log, parseArgs, parseCaibx, rmrf, round,
-  run, sync, table, tempDir, treeBytes, warm } from './lib.js';
+import { loadavg } from 'node:os';
+import { cli, cliAvailable, ensureFixtures, fileSize, fmtMiB, ideal4k, log, machine, parseArgs, parseCaibx, rmrf,
+  round, run, sync, table, tempDir, treeBytes, warm } from './lib.js';
+
+const loadavgAtStart = loadavg().map((x) => round(x, 2));
 
 const DEFAULT_CONFIGS = 'fixed:16384,fixed:65536,fixed:262144,fastcdc:16384,fastcdc:65536';
 const args = parseArgs();
@@ -129,6 +132,7 @@ if (ours.length) {
 
 console.log(JSON.stringify({
   bench: 'update-bytes', old: v1, new: v2, oldSize: fileSize(v1), newSize: fileSize(v2),
+  machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)),
   ideal: { blockSize: 4096, blocks: ideal.blocks, bytes: ideal.bytes, v1DistinctNonZeroBlocks: ideal.oldDistinctNonZero,
     v2Blocks: ideal.newBlocks, v2ZeroBlocks: ideal.newZeroBlocks },
   ours, casync,

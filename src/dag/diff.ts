@@ -1,5 +1,6 @@
 import { DiskReader, type BlockGetter } from './reader.js'
 import { wireSize } from './wire.js'
+import { blockId } from './hash.js'
 import type { CID } from 'multiformats/cid'
 
 export interface DiffBlock {
@@ -22,24 +23,21 @@ export interface DiffOptions {
   noWire?: boolean
 }
 
-function id (cid: CID): string {
-  return Buffer.from(cid.multihash.digest).toString('base64')
-}
 
 /**
  * The blocks a host holding `old` must fetch to have `next`: every block reachable from `next` that
  * is not reachable from `old`. Subtrees of `next` whose root CID `old` has are skipped whole.
  */
 export async function diff (blocks: BlockGetter, old: CID, next: CID, options: DiffOptions = {}): Promise<DiffResult> {
-  const have = new Set<string>([id(old)])
+  const have = new Set<string>([blockId(old)])
   const oldReader = await DiskReader.open(old, blocks, options)
-  for await (const leaf of oldReader.walk({ signal: options.signal, onNode: ({ cid }) => have.add(id(cid)) })) {
-    if (leaf.cid != null) have.add(id(leaf.cid))
+  for await (const leaf of oldReader.walk({ signal: options.signal, onNode: ({ cid }) => have.add(blockId(cid)) })) {
+    if (leaf.cid != null) have.add(blockId(leaf.cid))
   }
   const list: DiffBlock[] = []
   const added = new Set<string>()
   const need = (cid: CID, size: number): void => {
-    const key = id(cid)
+    const key = blockId(cid)
     if (have.has(key) || added.has(key)) return
     added.add(key)
     list.push({ cid, size })
@@ -47,10 +45,10 @@ export async function diff (blocks: BlockGetter, old: CID, next: CID, options: D
   const newReader = await DiskReader.open(next, blocks, options)
   const rootBytes = await blocks.get(next, options)
   need(next, rootBytes.length)
-  if (!have.has(id(next))) {
+  if (!have.has(blockId(next))) {
     for await (const leaf of newReader.walk({
       signal: options.signal,
-      enter: cid => !have.has(id(cid)),
+      enter: cid => !have.has(blockId(cid)),
       onNode: ({ cid, bytes }) => need(cid, bytes.length)
     })) {
       if (leaf.cid != null) need(leaf.cid, leaf.length)

@@ -3,7 +3,7 @@ import { openImage } from './source/index.js'
 import { getChunker, DEFAULT_CHUNKER } from './chunker/index.js'
 import { LayoutBuilder, type EncodedBlock } from './layout.js'
 import { DEFAULT_FANOUT, MAX_BLOCK_SIZE } from './node.js'
-import { rawCid } from './hash.js'
+import { blockId, rawCid } from './hash.js'
 import type { ChunkerParams } from './chunker/interface.js'
 import type { Blockstore } from '../store/blockstore.js'
 import type { CID } from 'multiformats/cid'
@@ -54,7 +54,7 @@ export async function importImage (store: Blockstore, path: string, options: Imp
     let arenaUsed = 0
     let bytesStored = 0
     const queue = (block: EncodedBlock): void => {
-      const id = block.cid.toString()
+      const id = blockId(block.cid)
       if (seen.has(id)) return
       seen.add(id)
       batch.push(block)
@@ -75,7 +75,7 @@ export async function importImage (store: Blockstore, path: string, options: Imp
         layout.addLeaf(chunk.offset, chunk.length, null)
       } else {
         const cid = rawCid(chunk.bytes)
-        if (!seen.has(cid.toString())) {
+        if (!seen.has(blockId(cid))) {
           const copy = arena.subarray(arenaUsed, arenaUsed + chunk.length)
           copy.set(chunk.bytes)
           arenaUsed += chunk.length

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { Level } from 'level'
 import { PackFiles, PackWriter, PACK_LIMIT, type Location } from './packs.js'
 import { BLOCK, META, blockKey, decodeLocation, encodeLocation, keyToCid, range, textKey, type IndexEntry } from './keys.js'
-import { verifyBlock } from '../dag/hash.js'
+import { blockId, verifyBlock } from '../dag/hash.js'
 import { MAX_BLOCK_SIZE } from '../dag/node.js'
 import { BlockMissingError, BlockTooLargeError, HashMismatchError, StoreLockedError, fromSystemError } from '../errors.js'
 import { Mutex } from '../util/mutex.js'
@@ -11,10 +11,8 @@ import type { CID } from 'multiformats/cid'
 import type { Block, PutResult } from './interface.js'
 
 type DB = Level<Uint8Array, Uint8Array>
+type PendingMap = Map<string, { key: Uint8Array, entry: IndexEntry }>
 
-function digestId (cid: CID): string {
-  return Buffer.from(cid.multihash.digest.buffer, cid.multihash.digest.byteOffset, cid.multihash.digest.byteLength).toString('base64')
-}
 
 /** Written blocks are committed (made durable and indexed) at least this often. */
 const COMMIT_BYTES = 64 * 1024 * 1024
@@ -34,8 +32,11 @@ export class Blockstore {
   readonly packs: PackFiles
   private writer!: PackWriter
   /** Written but not yet committed: readable here, invisible to other opens. */
-  private pending = new Map<string, { key: Uint8Array, entry: IndexEntry }>()
+  private pending: PendingMap = new Map()
   private pendingBytes = 0
+  /** Being committed in the background (synced, then indexed); still readable from here. */
+  private committing?: PendingMap
+  private inflight?: Promise<void>
   readonly lock = new Mutex()
 
   private constructor (db: DB, packs: PackFiles) {
@@ -80,7 +81,8 @@ export class Blockstore {
   }
 
   private async lookup (cid: CID): Promise<IndexEntry | undefined> {
-    const hit = this.pending.get(digestId(cid))
+    const id = blockId(cid)
+    const hit = this.pending.get(id) ?? this.committing?.get(id)
     if (hit != null) return hit.entry
     const value = await this.db.get(blockKey(cid))
     return value == null ? undefined : decodeLocation(value)
@@ -97,7 +99,7 @@ export class Blockstore {
       const part = cids.slice(i, i + LOOKUP_BATCH)
       const values = await this.db.getMany(part.map(blockKey))
       values.forEach((v, j) => {
-        out[i + j] = v != null || this.pending.has(digestId(part[j]!))
+        out[i + j] = v != null || this.isPending(part[j]!)
       })
     }
     return out
@@ -129,13 +131,13 @@ export class Blockstore {
       let bytes = 0
       for (let i = 0; i < blocks.length; i++) {
         const block = blocks[i]!
-        if (present[i] === true || this.pending.has(digestId(block.cid))) continue
+        if (present[i] === true || this.isPending(block.cid)) continue
         await this.appendLocked(block)
         stored++
         bytes += block.bytes.length
       }
       await this.writer.write()
-      if (this.pendingBytes >= COMMIT_BYTES) await this.commitLocked()
+      if (this.pendingBytes >= COMMIT_BYTES) await this.startCommit()
       return { stored, bytes }
     })
   }
@@ -149,21 +151,51 @@ export class Blockstore {
     await this.lock.run(async () => { await this.commitLocked() })
   }
 
-  private async commitLocked (): Promise<void> {
+  private isPending (cid: CID): boolean {
+    const id = blockId(cid)
+    return this.pending.has(id) || this.committing?.has(id) === true
+  }
+
+  /**
+   * Starts committing what is pending: fdatasync the pack, then write the index entries and the
+   * pack's committed length in one synced batch. Runs in the background so the next blocks are
+   * chunked and written while the disk syncs; one commit at a time (a second waits for the first).
+   */
+  private async startCommit (): Promise<void> {
+    await this.inflight
+    this.inflight = undefined
     if (this.pending.size === 0) return
-    const length = await this.writer.sync()
-    const batch = this.db.batch()
-    for (const { key, entry } of this.pending.values()) batch.put(key, encodeLocation(entry))
-    batch.put(textKey(META, `pack:${this.writer.id}:length`), Buffer.from(JSON.stringify(length)))
-    await batch.write({ sync: true })
-    this.pending.clear()
+    await this.writer.write()
+    const entries = this.pending
+    const length = this.writer.written
+    const writer = this.writer
+    this.pending = new Map()
     this.pendingBytes = 0
+    this.committing = entries
+    const job = (async () => {
+      await writer.datasync()
+      const batch = this.db.batch()
+      for (const { key, entry } of entries.values()) batch.put(key, encodeLocation(entry))
+      batch.put(textKey(META, `pack:${writer.id}:length`), Buffer.from(JSON.stringify(length)))
+      await batch.write({ sync: true })
+    })().finally(() => {
+      if (this.committing === entries) this.committing = undefined
+    })
+    job.catch(() => {})
+    this.inflight = job
+  }
+
+  private async commitLocked (): Promise<void> {
+    await this.startCommit()
+    const job = this.inflight
+    this.inflight = undefined
+    await job
   }
 
   private async appendLocked (block: Block): Promise<void> {
     if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
     const loc: Location = this.writer.append(block.cid.bytes, block.bytes)
-    this.pending.set(digestId(block.cid), { key: blockKey(block.cid), entry: { ...loc, codec: block.cid.code } })
+    this.pending.set(blockId(block.cid), { key: blockKey(block.cid), entry: { ...loc, codec: block.cid.code } })
     this.pendingBytes += block.bytes.length
   }
 

@@ -1,5 +1,5 @@
 import { DiskReader } from '../dag/reader.js'
-import { parseCid } from '../dag/hash.js'
+import { blockId, parseCid } from '../dag/hash.js'
 import { throwIfAborted } from '../util/abort.js'
 import { BlockMissingError, StoreCorruptError } from '../errors.js'
 import type { Blockstore } from './blockstore.js'
@@ -17,24 +17,21 @@ export interface GcOptions {
   onProgress?(event: StoreProgressEvent): void
 }
 
-function id (cid: CID): string {
-  return Buffer.from(cid.multihash.digest).toString('base64')
-}
 
 /** Every block reachable from the pins (leaves are listed, not read). */
 export async function liveSet (store: Blockstore, pins: Pins, options: GcOptions = {}): Promise<Set<string>> {
   const live = new Set<string>()
   for (const pin of await pins.list()) {
     const root = parseCid(pin.root)
-    live.add(id(root))
+    live.add(blockId(root))
     try {
       const reader = await DiskReader.open(root, store, options)
       for await (const leaf of reader.walk({
         signal: options.signal,
-        enter: cid => !live.has(id(cid)),
-        onNode: ({ cid }) => { live.add(id(cid)) }
+        enter: cid => !live.has(blockId(cid)),
+        onNode: ({ cid }) => { live.add(blockId(cid)) }
       })) {
-        if (leaf.cid != null) live.add(id(leaf.cid))
+        if (leaf.cid != null) live.add(blockId(leaf.cid))
       }
     } catch (err) {
       if (err instanceof BlockMissingError) {
@@ -59,7 +56,7 @@ export async function collectGarbage (store: Blockstore, pins: Pins, options: Gc
   let bytesRemoved = 0
   const packLive = new Map<number, number>()
   for await (const { cid, key, entry } of store.entries()) {
-    if (live.has(id(cid))) {
+    if (live.has(blockId(cid))) {
       packLive.set(entry.pack, (packLive.get(entry.pack) ?? 0) + entry.length)
     } else {
       dead.push(key)

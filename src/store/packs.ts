@@ -152,15 +152,16 @@ export class PackWriter {
     return done
   }
 
-  /** Makes everything written so far durable; returns the length to record as committed. */
-  async sync (): Promise<number> {
-    await this.write()
+  /** Bytes written to the file (queued records excluded). */
+  get written (): number { return this.length }
+
+  /** Makes everything written so far durable (may run while more is written). */
+  async datasync (): Promise<void> {
     try {
       await this.fd.datasync()
     } catch (err) {
       throw fromSystemError(err, 'syncing a block pack')
     }
-    return this.length
   }
 
   async close (): Promise<void> {

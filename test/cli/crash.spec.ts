@@ -1,0 +1,160 @@
+/**
+ * Crash safety: an import killed with SIGKILL at any moment leaves a store that passes fsck, and
+ * the next import reuses every block the killed runs committed (the store commits every 64 MiB of
+ * new bytes and at the end).
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { join } from 'node:path'
+import { cli, spawnCli, tempDir } from '../helpers/cli.js'
+import { writeImage } from '../helpers/images.js'
+
+const MiB = 1024 * 1024
+/** Blockstore's COMMIT_BYTES: a run that stored this much has committed at least once. */
+const COMMIT_BYTES = 64 * MiB
+const KILLS = 8
+
+// 96 MiB image, 88 MiB of data in three extents (more than one commit's worth).
+const IMAGE_SIZE = 96 * MiB
+const EXTENTS: Array<[number, number, string]> = [
+  [0, 24 * MiB, 'crash-1'],
+  [28 * MiB + 4096, 24 * MiB, 'crash-2'],
+  [56 * MiB, 40 * MiB, 'crash-3']
+]
+const DATA_SIZE = EXTENTS.reduce((n, [, length]) => n + length, 0)
+
+async function sha256File (path: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
+interface Run {
+  code: number | null
+  signal: NodeJS.Signals | null
+  ms: number
+  stdout: string
+  stderr: string
+  /** Largest bytesStored any progress line reported. */
+  maxStored: number
+}
+
+/**
+ * Runs `import` and SIGKILLs it after `delayMs`, or as soon as a progress line reports at least
+ * `killAtStored` bytes stored (whichever is given).
+ */
+async function importAndKill (args: string[], opts: { delayMs?: number, killAtStored?: number }): Promise<Run> {
+  const started = Date.now()
+  const child = spawnCli(args)
+  let stdout = ''
+  let stderr = ''
+  let maxStored = 0
+  const kill = (): void => { if (child.exitCode == null && child.signalCode == null) child.kill('SIGKILL') }
+  child.stdout!.on('data', d => {
+    stdout += d
+    for (const line of stdout.split('\n')) {
+      if (!line.startsWith('{"type":"import:progress"')) continue
+      try {
+        maxStored = Math.max(maxStored, JSON.parse(line).bytesStored)
+      } catch {}
+    }
+    if (opts.killAtStored != null && maxStored >= opts.killAtStored) kill()
+  })
+  child.stderr!.on('data', d => { stderr += d })
+  const timer = opts.delayMs != null ? setTimeout(kill, opts.delayMs) : undefined
+  const guard = setTimeout(kill, 30_000)
+  const { code, signal } = await new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => {
+    child.on('close', (code, signal) => resolve({ code, signal }))
+  })
+  clearTimeout(timer)
+  clearTimeout(guard)
+  return { code, signal, ms: Date.now() - started, stdout, stderr, maxStored }
+}
+
+describe('crash safety: SIGKILL during import', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  let image: string
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir('cp-crash-'))
+    image = join(dir, 'disk.img')
+    await writeImage(image, IMAGE_SIZE, EXTENTS)
+  })
+
+  afterAll(async () => {
+    await cleanup?.()
+  })
+
+  it('every killed import leaves a store that passes fsck; the final import resumes and is byte-identical', async () => {
+    // A full import in a separate store: how long one takes, and how many bytes it stores.
+    const calibration = await importAndKill(['--data-dir', join(dir, 'calibration'), 'import', image, '--json'], {})
+    expect(calibration.code, calibration.stderr).toBe(0)
+    const full = JSON.parse(calibration.stdout.trim().split('\n').pop()!)
+    const fullBytes: number = full.bytesStored
+    expect(fullBytes).toBeGreaterThan(DATA_SIZE)
+    const fullMs = calibration.ms
+
+    const dataDir = join(dir, 'data')
+    const args = ['--data-dir', dataDir, 'import', image, '--name', 'disk', '--json']
+    const log: string[] = [`full import: ${fullMs} ms, ${fullBytes} bytes`]
+    let killedAfterCommit = 0
+    let completed = 0
+    const checkStore = async (label: string): Promise<{ blocks: number, bytes: number }> => {
+      const fsck = await cli(['--data-dir', dataDir, 'fsck', '--json'], { timeoutMs: 30_000 })
+      expect(fsck.code, `${label}: fsck ${fsck.stderr}`).toBe(0)
+      expect(fsck.result.corrupt, label).toEqual([])
+      expect(fsck.result.incomplete, label).toEqual([])
+      return { blocks: fsck.result.blocks, bytes: fsck.result.bytes }
+    }
+
+    // Kill points spread over [50 ms, a full import]: one random point in each of KILLS strata.
+    for (let i = 0; i < KILLS; i++) {
+      const delayMs = Math.round(50 + (fullMs - 50) * (i + Math.random()) / KILLS)
+      const run = await importAndKill(args, { delayMs })
+      const label = `run ${i} (kill at ${delayMs} ms)`
+      if (run.signal === 'SIGKILL') {
+        if (run.maxStored >= COMMIT_BYTES) killedAfterCommit++
+      } else {
+        expect(run.code, `${label}: ${run.stderr}`).toBe(0)
+        completed++
+      }
+      const state = await checkStore(label)
+      log.push(`${label}: ${run.signal ?? `exit ${run.code}`}, progress saw ${run.maxStored} bytes stored; store has ${state.blocks} blocks, ${state.bytes} bytes`)
+    }
+
+    // Make sure some killed run got past a commit: kill one as soon as it reports a commit's worth.
+    let committed = (await checkStore('before the final import')).bytes
+    if (committed === 0) {
+      const run = await importAndKill(args, { killAtStored: COMMIT_BYTES })
+      if (run.signal === 'SIGKILL') killedAfterCommit++
+      else completed++
+      committed = (await checkStore('after a kill past the first commit')).bytes
+      log.push(`extra run killed after a commit: ${run.signal ?? `exit ${run.code}`}, store has ${committed} bytes`)
+    }
+    console.log(`crash.spec: ${log.join('\n  ')}\n  killed after a commit: ${killedAfterCommit}, completed: ${completed}`)
+    expect(committed, 'some run committed blocks before the final import').toBeGreaterThan(0)
+
+    // The final import stores exactly what the killed runs had not committed.
+    const final = await cli(args, { timeoutMs: 30_000 })
+    expect(final.code, final.stderr).toBe(0)
+    expect(final.result.root).toBe(full.root)
+    expect(final.result.bytesStored).toBe(fullBytes - committed)
+    expect(final.result.bytesStored).toBeLessThan(DATA_SIZE)
+    await checkStore('after the final import')
+
+    // Byte-identical export.
+    const out = join(dir, 'export.img')
+    const exp = await cli(['--data-dir', dataDir, 'export', 'disk', out, '--json'], { timeoutMs: 30_000 })
+    expect(exp.code, exp.stderr).toBe(0)
+    expect(exp.result.size).toBe(IMAGE_SIZE)
+    expect(await sha256File(out)).toBe(await sha256File(image))
+
+    // A re-import stores nothing new.
+    const again = await cli(args, { timeoutMs: 30_000 })
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.result.root).toBe(full.root)
+    expect(again.result.bytesStored).toBe(0)
+  }, 90_000)
+})
