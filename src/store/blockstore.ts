@@ -136,7 +136,7 @@ export class Blockstore {
         stored++
         bytes += block.bytes.length
       }
-      await this.writer.write()
+      await this.writeLocked()
       if (this.pendingBytes >= COMMIT_BYTES) await this.startCommit()
       return { stored, bytes }
     })
@@ -165,7 +165,7 @@ export class Blockstore {
     await this.inflight
     this.inflight = undefined
     if (this.pending.size === 0) return
-    await this.writer.write()
+    await this.writeLocked()
     const entries = this.pending
     const length = this.writer.written
     const writer = this.writer
@@ -190,6 +190,26 @@ export class Blockstore {
     const job = this.inflight
     this.inflight = undefined
     await job
+  }
+
+  /**
+   * Writes the queued records. If that fails (a full disk), the writer cuts the pack back to what
+   * was written before; the pending entries of the records that never reached the file are dropped
+   * here, so no later commit can index bytes that do not exist.
+   */
+  private async writeLocked (): Promise<void> {
+    try {
+      await this.writer.write()
+    } catch (err) {
+      const { id, written } = { id: this.writer.id, written: this.writer.written }
+      for (const [key, { entry }] of this.pending) {
+        if (entry.pack === id && entry.offset >= written) {
+          this.pending.delete(key)
+          this.pendingBytes -= entry.length
+        }
+      }
+      throw err
+    }
   }
 
   private async appendLocked (block: Block): Promise<void> {

@@ -1,4 +1,4 @@
-import { open, mkdtemp, rm, type FileHandle } from 'node:fs/promises'
+import { open, mkdtemp, rm, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { readFully, RawSource } from './raw.js'
 import { run } from '../../util/exec.js'
@@ -50,6 +50,12 @@ export class MappedSource implements ImageSource {
     const size = Number(info['virtual-size'])
     if (!Number.isSafeInteger(size) || size <= 0) throw new InvalidImageError(`${path}: ${format} image has no size`)
     const extents: MapExtent[] = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path], path))
+    // qemu reads clusters past the end of a truncated file as zeros: that would import another disk.
+    const fileSize = (await stat(path)).size
+    const cut = extents.find(e => e.data && e.depth === 0 && e.offset != null && e.offset + e.length > fileSize)
+    if (cut != null) {
+      throw new InvalidImageError(`${path}: truncated ${format} image (guest bytes ${cut.start}..${cut.start + cut.length} lie past the end of the file)`)
+    }
     const direct = info['backing-filename'] == null && info.encrypted !== true &&
       extents.every(e => !e.data || (e.offset != null && e.depth === 0))
     if (direct) {
