@@ -12,11 +12,14 @@ export interface Command {
   options?: Options
   /** Exact number of positionals, or [min, max]. */
   positionals?: number | [number, number]
+  /** Deletes blocks (gc, fsck): inside the daemon, runs alone, never beside an import or a pull. */
+  exclusive?: boolean
   run(ctx: Context, positionals: string[], values: Record<string, unknown>): Promise<number | void>
 }
 
 /** The commands and how to load each; imported only when run. */
-export const COMMANDS: Record<string, { summary: string, load: () => Promise<{ default: Command }> }> = {
+export const COMMANDS: Record<string, { summary: string, local?: boolean, load: () => Promise<{ default: Command }> }> = {
+  daemon: { summary: 'run the host: join the swarm, serve blocks, run commands for the CLI', local: true, load: async () => await import('./commands/daemon.js') },
   import: { summary: 'import a disk image into the store', load: async () => await import('./commands/import.js') },
   export: { summary: 'write an image back to a file', load: async () => await import('./commands/export.js') },
   cat: { summary: 'print a byte range of an image', load: async () => await import('./commands/cat.js') },
@@ -25,5 +28,8 @@ export const COMMANDS: Record<string, { summary: string, load: () => Promise<{ d
   pin: { summary: 'name a root so gc keeps it (pin <cid> --name N | pin rm N | pin ls)', load: async () => await import('./commands/pin.js') },
   gc: { summary: 'free blocks no pinned root needs', load: async () => await import('./commands/gc.js') },
   fsck: { summary: 're-hash every block; drop corrupt ones', load: async () => await import('./commands/fsck.js') },
+  pull: { summary: 'fetch a root from the swarm (DHT providers, connected peers) and pin it', load: async () => await import('./commands/pull.js') },
+  status: { summary: 'this host: peer id, addresses, peers, roots, transfer rates', load: async () => await import('./commands/status.js') },
+  peers: { summary: 'connected peers with their addresses and bytes exchanged', load: async () => await import('./commands/peers.js') },
   car: { summary: 'CARv1 export/import (car export <cid> out.car | car import in.car)', load: async () => await import('./commands/car.js') }
 }

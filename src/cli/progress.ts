@@ -1,4 +1,10 @@
-import type { WriteStream } from 'node:tty'
+/** Where output goes: the process's streams, or a daemon's reply to a forwarded command. */
+export interface Output {
+  write(chunk: string | Uint8Array): boolean
+  isTTY?: boolean
+  columns?: number
+  once?(event: 'drain', listener: () => void): unknown
+}
 
 export interface ProgressState {
   label: string
@@ -18,13 +24,13 @@ function mib (n: number): string {
  */
 export class ProgressRenderer {
   private readonly json: boolean
-  private readonly stream: NodeJS.WriteStream
-  private readonly out: NodeJS.WriteStream
+  private readonly stream: Output
+  private readonly out: Output
   private readonly started = Date.now()
   private lastDraw = 0
   private drawn = false
 
-  constructor (options: { json: boolean, stream: NodeJS.WriteStream, out: NodeJS.WriteStream }) {
+  constructor (options: { json: boolean, stream: Output, out: Output }) {
     this.json = options.json
     this.stream = options.stream
     this.out = options.out
@@ -43,7 +49,7 @@ export class ProgressRenderer {
     const rate = state.done / seconds
     const share = state.total > 0 ? state.done / state.total : 1
     const eta = rate > 0 && state.total > state.done ? `${Math.ceil((state.total - state.done) / rate)}s` : '-'
-    const width = Math.max(10, Math.min(40, ((this.stream as WriteStream).columns ?? 80) - 60))
+    const width = Math.max(10, Math.min(40, (this.stream.columns ?? 80) - 60))
     const fill = Math.round(share * width)
     const bar = '#'.repeat(fill) + '.'.repeat(width - fill)
     const line = `${state.label} [${bar}] ${(share * 100).toFixed(0).padStart(3)}% ${mib(state.done)}/${mib(state.total)} ${mib(rate)}/s ETA ${eta}${state.extra != null ? ' ' + state.extra : ''}`

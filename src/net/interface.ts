@@ -48,6 +48,8 @@ export interface BlockExchange {
   /** Announces that this host holds `root` (DHT provider record, refreshed while running). */
   provide(root: CID, options?: { signal?: AbortSignal }): Promise<void>
   stats(): TransferStats
+  /** Block bytes exchanged with each peer (by peer id). */
+  peerStats(): Map<string, { bytesSent: number, bytesReceived: number }>
 }
 
 export interface ExchangeComponents {

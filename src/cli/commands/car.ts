@@ -13,14 +13,14 @@ const command: Command = {
     if (verb === 'export') {
       if (a == null || b == null) throw new UsageError('usage: collective-peer car export <cid|name> <out.car>')
       const root = await ctx.resolveRoot(a)
-      const result = await exportCar(store.blocks, root, b, { signal: ctx.signal })
+      const result = await exportCar(store.blocks, root, ctx.path(b), { signal: ctx.signal })
       ctx.note(`wrote ${b}: ${result.blocks} blocks, ${result.bytes} bytes`)
       ctx.result({ root: root.toString(), ...result, file: b })
       return
     }
     if (verb === 'import') {
       if (a == null || b != null) throw new UsageError('usage: collective-peer car import <in.car> [--name NAME]')
-      const result = await importCar(store.blocks, a, { signal: ctx.signal })
+      const result = await importCar(store.blocks, ctx.path(a), { signal: ctx.signal })
       const missing = await firstMissing(store.blocks, result.root, ctx.signal)
       if (missing != null) throw new InvalidCarError(`${a}: incomplete DAG, block ${missing} is missing (kept the verified blocks, not pinned)`)
       const name = checkPinName((values.name as string | undefined) ?? result.root.toString())

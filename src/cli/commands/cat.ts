@@ -24,7 +24,7 @@ const command: Command = {
     const end = Math.min(reader.size, offset + (count(values.length, '--length') ?? reader.size))
     for (let pos = offset; pos < end; pos += STEP) {
       const bytes = await reader.read(pos, Math.min(STEP, end - pos), { signal: ctx.signal })
-      if (!process.stdout.write(bytes)) await new Promise(resolve => process.stdout.once('drain', resolve))
+      await ctx.write(bytes)
     }
   }
 }

@@ -9,7 +9,7 @@ const command: Command = {
   async run (ctx, [ref, file]) {
     const store = await ctx.openStore()
     const root = await ctx.resolveRoot(ref!)
-    const result = await exportImage(store.blocks, root, file!, {
+    const result = await exportImage(store.blocks, root, ctx.path(file!), {
       signal: ctx.signal,
       onProgress: event => ctx.progress.update({ label: 'export', done: event.written, total: event.size }, event)
     })

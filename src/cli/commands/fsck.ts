@@ -6,6 +6,7 @@ const command: Command = {
   usage: 'fsck',
   summary: 'Re-hash every block; corrupt blocks are reported and dropped (a later pull fetches them again). Exit 5 when anything was wrong.',
   help: 'JSON result: {"blocks", "bytes", "corrupt": [cid...], "incomplete": [{"name", "missing"}]}',
+  exclusive: true,
   async run (ctx) {
     const store = await ctx.openStore()
     const result = await fsck(store.blocks, store.pins, {

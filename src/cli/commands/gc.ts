@@ -5,6 +5,7 @@ const command: Command = {
   usage: 'gc',
   summary: 'Free the blocks no named root needs, and give mostly-dead pack files back to the filesystem.',
   help: 'JSON result: {"blocksRemoved", "bytesRemoved", "packsRewritten", "bytesReclaimed"}',
+  exclusive: true,
   async run (ctx) {
     const store = await ctx.openStore()
     const result = await collectGarbage(store.blocks, store.pins, { signal: ctx.signal })

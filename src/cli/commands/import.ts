@@ -31,7 +31,7 @@ JSON result: {"root", "size", "blocks", "bytesStored", "name", "format"}`,
     const params = chunkerParams(values.chunker as string | undefined, parseSize(values['chunk-size'] as string | undefined))
     const name = checkPinName((values.name as string | undefined) ?? defaultName(path!))
     const store = await ctx.openStore()
-    const result = await importImage(store.blocks, path!, {
+    const result = await importImage(store.blocks, ctx.path(path!), {
       chunker: params,
       format: values.format as string | undefined,
       tmpDir: ctx.tmpDir,

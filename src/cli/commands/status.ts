@@ -1,0 +1,37 @@
+import { access } from 'node:fs/promises'
+import { join } from 'node:path'
+import { loadOrCreatePeerKey, PEER_KEY_FILE } from '../../net/keys.js'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { Command } from '../command.js'
+
+function rate (bytesPerSecond: number): string {
+  return `${(bytesPerSecond / 1024 / 1024).toFixed(1)} MiB/s`
+}
+
+const command: Command = {
+  usage: 'status',
+  summary: 'This host: peer id, listen addresses, connected peers, roots held, transfer totals and rates.',
+  help: 'JSON result: {"running", "peerId", "addresses", "peers", "roots", "transfer": {"bytesSent", "bytesReceived", "sendRate", "receiveRate", ...}}',
+  async run (ctx) {
+    if (ctx.daemon == null) {
+      // No daemon: what is known offline (the identity, if one was ever created).
+      let peerId: string | null = null
+      const hasKey = await access(join(ctx.dataDir, PEER_KEY_FILE)).then(() => true, () => false)
+      if (hasKey) peerId = peerIdFromPrivateKey(await loadOrCreatePeerKey(ctx.dataDir)).toString()
+      const store = await ctx.openStore()
+      const roots = (await store.pins.list()).length
+      ctx.say(`daemon not running${peerId != null ? ` (peer ${peerId})` : ''}; ${roots} roots in the store`)
+      ctx.result({ running: false, peerId, addresses: [], peers: 0, roots, transfer: null })
+      return
+    }
+    const status = await ctx.daemon.status()
+    ctx.say(`peer ${status.peerId}`)
+    for (const a of status.addresses) ctx.say(`  listening on ${a}`)
+    ctx.say(`${status.peers} peers connected, ${status.roots} roots held`)
+    const t = status.transfer
+    if (t != null) ctx.say(`sent ${t.bytesSent} bytes (${t.blocksSent} blocks, ${rate(t.sendRate)}), received ${t.bytesReceived} bytes (${t.blocksReceived} blocks, ${rate(t.receiveRate)})`)
+    ctx.result({ running: true, ...status })
+  }
+}
+
+export default command

@@ -1,0 +1,298 @@
+import { PeerClient } from './client.js'
+import { BlockServer } from './server.js'
+import { PullSession, type SessionInit } from './session.js'
+import { loadSkeleton } from './skeleton.js'
+import { Bitfield } from './bitfield.js'
+import { PROTOCOL, T, type Message } from './messages.js'
+import { ProtocolError } from './frames.js'
+import type { BlockExchange, ExchangeComponents, PullOptions, PullResult, TransferStats } from '../interface.js'
+import type { PeerId } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+
+export { PROTOCOL } from './messages.js'
+export { NoProvidersError } from './session.js'
+export { ProtocolError } from './frames.js'
+
+export interface ExchangeInit extends SessionInit {
+  /** Offer and accept DEFLATE-compressed blocks on the wire. @default true */
+  compression?: boolean
+  /** Inbound block streams per connection (one is enough; a second lets a peer reconnect). @default 4 */
+  maxInboundStreams?: number
+  /** Blocks a peer may send that nobody asked for before it is banned. @default 16 */
+  maxUnsolicited?: number
+  /** How long a banned peer stays banned (ms). @default 1 hour */
+  banTime?: number
+  /** Log sink (the daemon routes it to DEBUG=collective:*). */
+  log?(message: string): void
+}
+
+const HAVE_CACHE_MS = 5_000
+const DHT_RETRY_MS = 5_000
+
+class Exchange implements BlockExchange {
+  private readonly components: ExchangeComponents
+  private readonly init: ExchangeInit
+  private readonly server: BlockServer
+  private readonly clients = new Map<string, PeerClient>()
+  private readonly opening = new Map<string, Promise<PeerClient | undefined>>()
+  private readonly interested = new Map<string, Set<string>>()
+  private readonly sessions = new Map<string, PullSession>()
+  private readonly running = new Map<string, Promise<PullResult>>()
+  private readonly banned = new Map<string, number>()
+  private readonly unsolicited = new Map<string, number>()
+  private readonly haveCache = new Map<string, { at: number, have: Awaited<ReturnType<Exchange['localHave']>> }>()
+  private readonly perPeer = new Map<string, { bytesSent: number, bytesReceived: number }>()
+  private counters = { bytesSent: 0, bytesReceived: 0, blocksSent: 0, blocksReceived: 0 }
+  private rateMark = { at: Date.now(), sent: 0, received: 0, sendRate: 0, receiveRate: 0 }
+  private readonly onConnect = (event: CustomEvent<PeerId>): void => {
+    for (const session of this.sessions.values()) void this.ask(event.detail, session.root)
+  }
+
+  constructor (components: ExchangeComponents, init: ExchangeInit = {}) {
+    this.components = components
+    this.init = init
+    this.server = new BlockServer(components.blockstore, async root => await this.localHave(root), {
+      onSent: (peer, bytes) => {
+        this.counters.bytesSent += bytes
+        this.counters.blocksSent++
+        this.peerCounter(peer).bytesSent += bytes
+      }
+    })
+    this.server.compression = init.compression ?? true
+  }
+
+  private log (message: string): void { this.init.log?.(message) }
+
+  async start (): Promise<void> {
+    const { libp2p } = this.components
+    await libp2p.handle(PROTOCOL, async (stream, connection) => {
+      if (this.isBanned(connection.remotePeer.toString())) {
+        stream.abort(new Error('banned'))
+        return
+      }
+      await this.server.handle(stream, connection)
+    }, { maxInboundStreams: this.init.maxInboundStreams ?? 4, maxOutboundStreams: 4 })
+    libp2p.addEventListener('peer:connect', this.onConnect)
+  }
+
+  async stop (): Promise<void> {
+    const { libp2p } = this.components
+    libp2p.removeEventListener('peer:connect', this.onConnect)
+    await libp2p.unhandle(PROTOCOL).catch(() => {})
+    await this.server.stop()
+    for (const client of this.clients.values()) client.close()
+    this.clients.clear()
+  }
+
+  private isBanned (peer: string): boolean {
+    const until = this.banned.get(peer)
+    if (until == null) return false
+    if (until > Date.now()) return true
+    this.banned.delete(peer)
+    return false
+  }
+
+  /** The client for a peer: one stream, opened once, reused. */
+  private async client (peer: PeerId, signal?: AbortSignal): Promise<PeerClient | undefined> {
+    const key = peer.toString()
+    if (this.isBanned(key) || peer.equals(this.components.libp2p.peerId)) return undefined
+    const open = this.clients.get(key)
+    if (open != null && !open.closed) return open
+    let opening = this.opening.get(key)
+    if (opening == null) {
+      opening = PeerClient.open(this.components.libp2p, peer, {
+        onMessage: (client, message) => { this.onMessage(client, message) },
+        onClose: (client, err) => { this.onClose(client, err) }
+      }, { compress: this.init.compression ?? true, signal }).then(client => {
+        this.clients.set(key, client)
+        return client
+      }, err => {
+        this.log(`cannot open a block stream to ${key}: ${(err as Error).message}`)
+        return undefined
+      }).finally(() => this.opening.delete(key))
+      this.opening.set(key, opening)
+    }
+    return await opening
+  }
+
+  /** Asks a peer what it holds of `root` (once per peer and root). */
+  private async ask (peer: PeerId, root: CID, signal?: AbortSignal): Promise<void> {
+    const client = await this.client(peer, signal)
+    if (client == null) return
+    const rootKey = root.toString()
+    let set = this.interested.get(client.key)
+    if (set == null) this.interested.set(client.key, set = new Set())
+    if (set.has(rootKey)) return
+    set.add(rootKey)
+    await client.interest(root).catch(() => {})
+  }
+
+  private onMessage (client: PeerClient, message: Message): void {
+    if (message.type === T.HAVE) {
+      this.onHave(client, message)
+      return
+    }
+    if (message.type === T.BLOCK) {
+      this.counters.bytesReceived += message.data.length
+      this.counters.blocksReceived++
+      this.peerCounter(client.key).bytesReceived += message.data.length
+    }
+    if (message.type === T.BLOCK || message.type === T.DONT_HAVE) {
+      for (const session of this.sessions.values()) {
+        if (session.onMessage(client, message)) return
+      }
+      if (message.type === T.BLOCK) {
+        const n = (this.unsolicited.get(client.key) ?? 0) + 1
+        this.unsolicited.set(client.key, n)
+        if (n > (this.init.maxUnsolicited ?? 16)) this.ban(client, `${n} unsolicited blocks`)
+      }
+      return
+    }
+    this.ban(client, `unexpected frame 0x${message.type.toString(16)} from a server`)
+  }
+
+  private onHave (client: PeerClient, message: Extract<Message, { type: typeof T.HAVE }>): void {
+    const key = message.root.toString()
+    const current = client.haves.get(key)
+    if (message.all === true) {
+      client.haves.set(key, { all: true })
+    } else if (message.bitfield != null && message.count != null) {
+      client.haves.set(key, { all: false, bitfield: new Bitfield(message.count, message.bitfield) })
+    } else if (message.indices != null) {
+      if (current?.bitfield == null) return
+      for (const i of message.indices) current.bitfield.set(i)
+      if (current.bitfield.full) client.haves.set(key, { all: true })
+    } else {
+      client.haves.delete(key)
+    }
+    this.sessions.get(key)?.onHave(client)
+  }
+
+  private onClose (client: PeerClient, err?: Error): void {
+    if (this.clients.get(client.key) === client) this.clients.delete(client.key)
+    this.interested.delete(client.key)
+    for (const session of this.sessions.values()) session.onPeerClosed(client)
+    if (err instanceof ProtocolError) this.ban(client, err.message)
+  }
+
+  private ban (client: PeerClient, reason: string): void {
+    if (this.isBanned(client.key)) return
+    this.log(`banning ${client.key}: ${reason}`)
+    this.banned.set(client.key, Date.now() + (this.init.banTime ?? 3_600_000))
+    client.close(new ProtocolError(reason))
+    for (const session of this.sessions.values()) session.onPeerClosed(client)
+    void this.components.libp2p.hangUp(client.peer).catch(() => {})
+  }
+
+  /** What this host holds of a root: from a running pull, or from the store. */
+  private async localHave (root: CID): Promise<{ root: CID, all?: boolean, count?: number, bitfield?: Uint8Array }> {
+    const key = root.toString()
+    const session = this.sessions.get(key)
+    if (session?.local != null) {
+      return session.local.full ? { root, all: true } : { root, count: session.local.size, bitfield: session.local.bytes.slice() }
+    }
+    const cached = this.haveCache.get(key)
+    if (cached != null && Date.now() - cached.at < HAVE_CACHE_MS) return cached.have
+    let have: { root: CID, all?: boolean, count?: number, bitfield?: Uint8Array } = { root }
+    const store = this.components.blockstore
+    try {
+      if (await store.has(root)) {
+        const skeleton = await loadSkeleton(root, await store.get(root), async cids => await Promise.all(cids.map(async c => await store.get(c))))
+        const present = await store.hasMany(skeleton.leaves)
+        const bits = new Bitfield(skeleton.leaves.length)
+        present.forEach((p, i) => { if (p) bits.set(i) })
+        have = bits.full ? { root, all: true } : { root, count: bits.size, bitfield: bits.bytes }
+      }
+    } catch {
+      // An incomplete skeleton: we cannot say which leaves we hold, so we claim none.
+    }
+    this.haveCache.set(key, { at: Date.now(), have })
+    return have
+  }
+
+  async pull (root: CID, options: PullOptions = {}): Promise<PullResult> {
+    const key = root.toString()
+    const running = this.running.get(key)
+    if (running != null) return await running
+    const session = new PullSession(root, {
+      store: this.components.blockstore,
+      clients: () => [...this.clients.values()],
+      ban: (client, reason) => { this.ban(client, reason) },
+      announce: (r, indices) => { this.server.announce(r, indices) },
+      provide: r => { void this.provide(r).catch(() => {}) }
+    }, this.init, options)
+    this.sessions.set(key, session)
+    this.haveCache.delete(key)
+    const discovery = new AbortController()
+    const signal = options.signal != null ? AbortSignal.any([options.signal, discovery.signal]) : discovery.signal
+    const promise = (async () => {
+      try {
+        for (const peer of this.components.libp2p.getPeers()) void this.ask(peer, root, signal)
+        for (const client of this.clients.values()) if (client.haves.has(key)) session.onHave(client)
+        void this.discover(root, signal)
+        return await session.run()
+      } finally {
+        discovery.abort()
+        this.sessions.delete(key)
+        this.running.delete(key)
+        this.haveCache.delete(key)
+      }
+    })()
+    this.running.set(key, promise)
+    return await promise
+  }
+
+  /** Finds providers of `root` in the DHT until the pull ends. */
+  private async discover (root: CID, signal: AbortSignal): Promise<void> {
+    const { libp2p } = this.components
+    while (!signal.aborted) {
+      try {
+        for await (const provider of libp2p.contentRouting.findProviders(root, { signal })) {
+          if (provider.id.equals(libp2p.peerId)) continue
+          if (provider.multiaddrs.length > 0) await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
+          void this.ask(provider.id, root, signal)
+        }
+      } catch (err) {
+        if (!signal.aborted) this.log(`provider search for ${root}: ${(err as Error).message}`)
+      }
+      await new Promise(resolve => setTimeout(resolve, DHT_RETRY_MS))
+    }
+  }
+
+  async provide (root: CID, options: { signal?: AbortSignal } = {}): Promise<void> {
+    try {
+      await this.components.libp2p.contentRouting.provide(root, options)
+    } catch (err) {
+      this.log(`providing ${root}: ${(err as Error).message}`)
+    }
+  }
+
+  private peerCounter (peer: string): { bytesSent: number, bytesReceived: number } {
+    let counter = this.perPeer.get(peer)
+    if (counter == null) this.perPeer.set(peer, counter = { bytesSent: 0, bytesReceived: 0 })
+    return counter
+  }
+
+  peerStats (): Map<string, { bytesSent: number, bytesReceived: number }> {
+    return new Map([...this.perPeer].map(([k, v]) => [k, { ...v }]))
+  }
+
+  stats (): TransferStats {
+    const now = Date.now()
+    const mark = this.rateMark
+    const dt = (now - mark.at) / 1000
+    if (dt >= 1) {
+      mark.sendRate = (this.counters.bytesSent - mark.sent) / dt
+      mark.receiveRate = (this.counters.bytesReceived - mark.received) / dt
+      mark.at = now
+      mark.sent = this.counters.bytesSent
+      mark.received = this.counters.bytesReceived
+    }
+    return { ...this.counters, sendRate: mark.sendRate, receiveRate: mark.receiveRate }
+  }
+}
+
+/** The block exchange over a libp2p node and a store. */
+export function createExchange (components: ExchangeComponents, init: ExchangeInit = {}): BlockExchange {
+  return new Exchange(components, init)
+}

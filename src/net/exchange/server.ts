@@ -1,0 +1,183 @@
+import { Channel } from './channel.js'
+import { ProtocolError } from './frames.js'
+import { PROTOCOL_VERSION, T, MAX_LIST, type Message } from './messages.js'
+import { blockId } from '../../dag/hash.js'
+import { compressBlock, WIRE_COMPRESSION } from '../../dag/wire.js'
+import type { Blockstore } from '../../store/blockstore.js'
+import type { Connection, Stream } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+
+/** Wants a peer may have queued with us; more is a protocol violation (it ignores its window). */
+export const MAX_QUEUED_WANTS = 8192
+/** Roots one peer may follow on one stream. */
+const MAX_INTERESTS = 64
+
+/** How the server answers INTEREST: what this host holds of a root. */
+export type HaveLookup = (root: CID) => Promise<Omit<Extract<Message, { type: typeof T.HAVE }>, 'type'>>
+
+export interface ServerEvents {
+  onSent?(peer: string, bytes: number): void
+}
+
+/** The serving half of one inbound stream. */
+class Serving {
+  readonly channel: Channel
+  readonly peer: string
+  compress = false
+  readonly interests = new Set<string>()
+  private readonly queues: CID[][] = [[], [], []]
+  private queued = 0
+  private readonly cancelled = new Set<string>()
+  private wake?: () => void
+
+  constructor (channel: Channel, peer: string) {
+    this.channel = channel
+    this.peer = peer
+  }
+
+  enqueue (priority: number, cids: CID[]): void {
+    if (this.queued + cids.length > MAX_QUEUED_WANTS) throw new ProtocolError(`peer queued more than ${MAX_QUEUED_WANTS} wants`)
+    for (const cid of cids) this.cancelled.delete(blockId(cid))
+    this.queues[priority]!.push(...cids)
+    this.queued += cids.length
+    this.wake?.()
+  }
+
+  cancel (cids: CID[]): void {
+    for (const cid of cids) this.cancelled.add(blockId(cid))
+  }
+
+  /** The next wanted CID, highest priority first; waits when none. */
+  async next (): Promise<CID | undefined> {
+    for (;;) {
+      if (this.channel.isClosed) return undefined
+      for (const queue of this.queues) {
+        while (queue.length > 0) {
+          const cid = queue.shift()!
+          this.queued--
+          const id = blockId(cid)
+          if (this.cancelled.delete(id)) continue
+          return cid
+        }
+      }
+      this.cancelled.clear()
+      await new Promise<void>(resolve => { this.wake = resolve })
+      this.wake = undefined
+    }
+  }
+
+  get idle (): boolean { return this.queued === 0 }
+
+  stop (): void {
+    this.wake?.()
+  }
+}
+
+/**
+ * Serves blocks to peers: HELLO first (compression is used only if both sides list it), then WANTs
+ * answered in priority order, each block read from the store (which re-hashes it) and sent, or a
+ * DONT_HAVE. INTEREST is answered with what we hold of the root, and later with updates.
+ */
+export class BlockServer {
+  private readonly store: Blockstore
+  private readonly haves: HaveLookup
+  private readonly events: ServerEvents
+  private readonly serving = new Set<Serving>()
+  compression = true
+
+  constructor (store: Blockstore, haves: HaveLookup, events: ServerEvents = {}) {
+    this.store = store
+    this.haves = haves
+    this.events = events
+  }
+
+  async handle (stream: Stream, connection: Connection): Promise<void> {
+    const serving = new Serving(new Channel(stream), connection.remotePeer.toString())
+    this.serving.add(serving)
+    const loop = this.serve(serving)
+    try {
+      let first = true
+      for await (const message of serving.channel.messages()) {
+        if (first && message.type !== T.HELLO) throw new ProtocolError('expected HELLO first')
+        first = false
+        await this.onMessage(serving, message)
+      }
+    } catch (err) {
+      serving.channel.abort(err as Error)
+    } finally {
+      this.serving.delete(serving)
+      serving.stop()
+      await loop.catch(() => {})
+      await serving.channel.close().catch(() => {})
+    }
+  }
+
+  private async onMessage (serving: Serving, message: Message): Promise<void> {
+    switch (message.type) {
+      case T.HELLO:
+        serving.compress = this.compression && message.compress.includes(WIRE_COMPRESSION)
+        await serving.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: this.compression ? [WIRE_COMPRESSION] : [] })
+        return
+      case T.WANT: serving.enqueue(message.priority, message.cids); return
+      case T.CANCEL: serving.cancel(message.cids); return
+      case T.INTEREST: {
+        if (serving.interests.size >= MAX_INTERESTS && !serving.interests.has(message.root.toString())) throw new ProtocolError('too many interests')
+        serving.interests.add(message.root.toString())
+        await serving.channel.send({ type: T.HAVE, ...(await this.haves(message.root)) })
+        return
+      }
+      default:
+        throw new ProtocolError(`unexpected frame 0x${message.type.toString(16)} from a client`)
+    }
+  }
+
+  private async serve (serving: Serving): Promise<void> {
+    let missing: CID[] = []
+    for (;;) {
+      if (missing.length > 0 && serving.idle) {
+        await serving.channel.send({ type: T.DONT_HAVE, cids: missing })
+        missing = []
+      }
+      const cid = await serving.next()
+      if (cid == null) return
+      let data: Uint8Array | undefined
+      try {
+        data = await this.store.get(cid)
+      } catch {
+        data = undefined
+      }
+      if (data == null) {
+        missing.push(cid)
+        if (missing.length >= MAX_LIST) {
+          await serving.channel.send({ type: T.DONT_HAVE, cids: missing })
+          missing = []
+        }
+        continue
+      }
+      if (missing.length > 0) {
+        await serving.channel.send({ type: T.DONT_HAVE, cids: missing })
+        missing = []
+      }
+      const packed = serving.compress ? compressBlock(data) : undefined
+      const payload = packed ?? data
+      await serving.channel.send({ type: T.BLOCK, cid, compressed: packed != null, data: payload })
+      this.events.onSent?.(serving.peer, payload.length)
+    }
+  }
+
+  /** Tells the peers following `root` that we now hold these leaves. */
+  announce (root: CID, indices: number[]): void {
+    const key = root.toString()
+    for (const serving of this.serving) {
+      if (!serving.interests.has(key)) continue
+      for (let i = 0; i < indices.length; i += MAX_LIST * 4) {
+        void serving.channel.send({ type: T.HAVE, root, indices: indices.slice(i, i + MAX_LIST * 4) })
+      }
+    }
+  }
+
+  async stop (): Promise<void> {
+    for (const serving of this.serving) serving.channel.abort(new Error('server stopping'))
+    this.serving.clear()
+  }
+}

@@ -1,0 +1,461 @@
+import { Bitfield } from './bitfield.js'
+import { loadSkeleton, type Skeleton } from './skeleton.js'
+import { Priority, T, type Message } from './messages.js'
+import { blockId, verifyBlock } from '../../dag/hash.js'
+import { decompressBlock } from '../../dag/wire.js'
+import { MAX_BLOCK_SIZE } from '../../dag/node.js'
+import { CollectiveError, ExitCode } from '../../errors.js'
+import type { PeerClient } from './client.js'
+import type { Blockstore } from '../../store/blockstore.js'
+import type { PullOptions, PullResult } from '../interface.js'
+import type { CID } from 'multiformats/cid'
+
+export class NoProvidersError extends CollectiveError {
+  static readonly code = 'ERR_NO_PROVIDERS'
+  override readonly name = 'NoProvidersError'
+  constructor (message: string) { super(message, NoProvidersError.code, ExitCode.NotFound) }
+}
+
+export interface SessionInit {
+  /** Bytes requested from one peer and not yet received. @default 4 MiB */
+  window?: number
+  /** A request older than this is re-issued to another peer. @default 10 s */
+  requestTimeout?: number
+  /** Consecutive timeouts after which a peer is no longer asked. @default 3 */
+  maxTimeouts?: number
+  /** Give up when no peer can serve a missing block for this long. @default 30 s */
+  findTimeout?: number
+}
+
+export interface SessionHost {
+  store: Blockstore
+  /** Clients of the peers that may hold the root (already asked with INTEREST). */
+  clients(): PeerClient[]
+  /** A peer sent a block that does not match its CID: disconnect and ignore it. */
+  ban(client: PeerClient, reason: string): void
+  /** We now hold these leaves: tell the peers following the root. */
+  announce(root: CID, indices: number[]): void
+  /** The skeleton is local: we can serve this root (DHT provider record). */
+  provide(root: CID): void
+}
+
+const DEFAULTS = { window: 4 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000 }
+const FLUSH_BYTES = 4 * 1024 * 1024
+const TICK = 200
+/** Copies of one request allowed in endgame. */
+const ENDGAME_COPIES = 2
+/** Window cost of a skeleton node (its size is unknown until it arrives). */
+const NODE_COST = 64 * 1024
+
+function cost (item: { indices: number[] | null, size: number }): number {
+  return item.indices == null ? NODE_COST : item.size
+}
+
+interface Item {
+  cid: CID
+  id: string
+  size: number
+  /** Leaf indices; null for the root and interior nodes (every holder has those). */
+  indices: number[] | null
+  state: 'pending' | 'inflight' | 'done'
+  at: Set<PeerState>
+  holders: number
+  /** Set for skeleton blocks: the bytes are needed to continue. */
+  waiter?: (bytes: Uint8Array) => void
+}
+
+interface PeerState {
+  client: PeerClient
+  inflight: Map<string, { item: Item, sentAt: number }>
+  inflightBytes: number
+  window: number
+  timeouts: number
+  dropped: boolean
+  cursor: number
+}
+
+/** One pull of one root: rarest first from many peers, endgame, deadlines, verify before store. */
+export class PullSession {
+  readonly root: CID
+  readonly key: string
+  private readonly host: SessionHost
+  private readonly opts: typeof DEFAULTS
+  private readonly signal?: AbortSignal
+  private readonly onProgress?: PullOptions['onProgress']
+  private skeleton?: Skeleton
+  local?: Bitfield
+  private readonly items = new Map<string, Item>()
+  private order: Item[] = []
+  private retry: Item[] = []
+  private readonly peers = new Map<string, PeerState>()
+  private buffer: Array<{ cid: CID, bytes: Uint8Array, item: Item }> = []
+  private bufferBytes = 0
+  private flushing: Promise<void> = Promise.resolve()
+  private failure?: Error
+  private wakeup?: () => void
+  private lastUseful = Date.now()
+  private remaining = 0
+  bytesFetched = 0
+  wireBytes = 0
+  blocksFetched = 0
+  private bytesTotal = 0
+  private readonly started = Date.now()
+
+  constructor (root: CID, host: SessionHost, init: SessionInit, options: PullOptions) {
+    this.root = root
+    this.key = root.toString()
+    this.host = host
+    this.opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(init).filter(([, v]) => v != null)), ...(options.findTimeout != null ? { findTimeout: options.findTimeout } : {}) }
+    this.signal = options.signal
+    this.onProgress = options.onProgress
+  }
+
+  async run (): Promise<PullResult> {
+    const ticker = setInterval(() => { this.tick() }, TICK)
+    try {
+      const rootBytes = await this.fetchSkeletonBlocks([this.root])
+      const skeleton = await loadSkeleton(this.root, rootBytes[0]!, async cids => await this.fetchSkeletonBlocks(cids))
+      this.skeleton = skeleton
+      await this.flush()
+      this.host.provide(this.root)
+      await this.fetchLeaves(skeleton)
+      await this.flush()
+      await this.host.store.commit()
+      return {
+        root: this.root,
+        size: skeleton.disk.size,
+        blocks: skeleton.nodes.length + 1 + skeleton.index.size,
+        bytesFetched: this.bytesFetched,
+        wireBytes: this.wireBytes,
+        peers: [...this.peers.values()].filter(p => p.timeouts >= 0 && !p.dropped).length
+      }
+    } finally {
+      clearInterval(ticker)
+      for (const peer of this.peers.values()) {
+        const pending = [...peer.inflight.values()].map(e => e.item.cid)
+        if (pending.length > 0) void peer.client.cancel(pending).catch(() => {})
+      }
+    }
+  }
+
+  // ---- phases ----
+
+  /** Gets blocks of the skeleton: local ones from the store, others from peers holding the root. */
+  private async fetchSkeletonBlocks (cids: CID[]): Promise<Uint8Array[]> {
+    const present = await this.host.store.hasMany(cids)
+    return await Promise.all(cids.map(async (cid, i) => {
+      if (present[i] === true) return await this.host.store.get(cid)
+      return await new Promise<Uint8Array>((resolve) => {
+        const item = this.addItem(cid, MAX_BLOCK_SIZE, null)
+        item.waiter = resolve
+      })
+    }).map(p => this.guard(p)))
+  }
+
+  private async fetchLeaves (skeleton: Skeleton): Promise<void> {
+    const local = new Bitfield(skeleton.leaves.length)
+    const present = await this.host.store.hasMany(skeleton.leaves)
+    const seen = new Set<string>()
+    let have = 0
+    for (let i = 0; i < skeleton.leaves.length; i++) {
+      const cid = skeleton.leaves[i]!
+      const id = blockId(cid)
+      if (present[i] === true) {
+        local.set(i)
+        have++
+        continue
+      }
+      if (seen.has(id)) continue
+      seen.add(id)
+      this.addItem(cid, skeleton.leafSizes[i]!, skeleton.index.get(id)!)
+    }
+    this.local = local
+    this.bytesTotal = [...this.items.values()].filter(i => i.indices != null).reduce((n, i) => n + i.size, 0)
+    this.onProgress?.({ type: 'pull:start', root: this.key, size: skeleton.disk.size, blocks: skeleton.leaves.length, have })
+    this.rebuildOrder()
+    this.schedule()
+    await this.guard(new Promise<void>(resolve => {
+      const check = (): void => { if (this.remaining === 0) resolve(); else this.wakeup = check }
+      check()
+    }))
+  }
+
+  private addItem (cid: CID, size: number, indices: number[] | null): Item {
+    const id = blockId(cid)
+    let item = this.items.get(id)
+    if (item == null) {
+      item = { cid, id, size, indices, state: 'pending', at: new Set(), holders: 0 }
+      this.items.set(id, item)
+      this.order.push(item)
+      this.remaining++
+      this.schedule()
+    }
+    return item
+  }
+
+  /** Races a phase against abort and failure (no provider, store error). */
+  private async guard<T> (promise: Promise<T>): Promise<T> {
+    return await new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(new CollectiveError('pull aborted', 'ERR_ABORTED', 130))
+      if (this.signal?.aborted === true) { onAbort(); return }
+      this.signal?.addEventListener('abort', onAbort, { once: true })
+      const failed = setInterval(() => { if (this.failure != null) reject(this.failure) }, 50)
+      promise.then(resolve, reject).finally(() => {
+        clearInterval(failed)
+        this.signal?.removeEventListener('abort', onAbort)
+      })
+    })
+  }
+
+  // ---- peers ----
+
+  private peerState (client: PeerClient): PeerState {
+    let state = this.peers.get(client.key)
+    if (state == null) {
+      state = { client, inflight: new Map(), inflightBytes: 0, window: this.opts.window, timeouts: 0, dropped: false, cursor: 0 }
+      this.peers.set(client.key, state)
+    }
+    return state
+  }
+
+  private has (peer: PeerState, item: Item): boolean {
+    const have = peer.client.haves.get(this.key)
+    if (have == null) return false
+    if (have.all) return true
+    if (have.bitfield == null) return false
+    if (item.indices == null) return true
+    if (this.skeleton != null && have.bitfield.size !== this.skeleton.leaves.length) return false
+    return item.indices.some(i => have.bitfield!.has(i))
+  }
+
+  /** A peer's HAVE for our root arrived or changed. */
+  onHave (client: PeerClient): void {
+    this.peerState(client)
+    this.rebuildOrder()
+    this.schedule()
+  }
+
+  onPeerClosed (client: PeerClient): void {
+    const peer = this.peers.get(client.key)
+    if (peer == null) return
+    this.release(peer)
+    this.peers.delete(client.key)
+    this.schedule()
+  }
+
+  private release (peer: PeerState): void {
+    for (const { item } of peer.inflight.values()) this.unassign(peer, item)
+    peer.inflight.clear()
+    peer.inflightBytes = 0
+  }
+
+  private unassign (peer: PeerState, item: Item): void {
+    item.at.delete(peer)
+    if (item.state === 'inflight' && item.at.size === 0) {
+      item.state = 'pending'
+      this.retry.push(item)
+    }
+  }
+
+  /** Handles BLOCK and DONT_HAVE from a peer; returns false when the block was not for us. */
+  onMessage (client: PeerClient, message: Message): boolean {
+    const peer = this.peers.get(client.key)
+    if (peer == null) return false
+    if (message.type === T.DONT_HAVE) {
+      for (const cid of message.cids) {
+        const entry = peer.inflight.get(blockId(cid))
+        if (entry == null) continue
+        peer.inflight.delete(entry.item.id)
+        peer.inflightBytes -= cost(entry.item)
+        this.unassign(peer, entry.item)
+      }
+      // It said it had the root but lacks blocks of it: stop trusting its HAVE.
+      client.haves.delete(this.key)
+      this.schedule()
+      return true
+    }
+    if (message.type !== T.BLOCK) return false
+    const id = blockId(message.cid)
+    const entry = peer.inflight.get(id)
+    // A late endgame copy (cancelled after another peer delivered) is benign; anything else is not ours.
+    if (entry == null) return this.items.get(id)?.state === 'done'
+    peer.inflight.delete(id)
+    peer.inflightBytes -= cost(entry.item)
+    const item = entry.item
+    item.at.delete(peer)
+    let bytes: Uint8Array
+    try {
+      bytes = message.compressed ? decompressBlock(message.data, Math.min(item.size, MAX_BLOCK_SIZE)) : message.data
+    } catch {
+      this.host.ban(client, `undecodable compressed block ${message.cid}`)
+      this.unassign(peer, item)
+      return true
+    }
+    if ((item.indices != null && bytes.length !== item.size) || !verifyBlock(item.cid, bytes)) {
+      this.host.ban(client, `block ${message.cid} does not match its hash`)
+      this.unassign(peer, item)
+      this.schedule()
+      return true
+    }
+    peer.timeouts = 0
+    this.lastUseful = Date.now()
+    if (item.state !== 'done') {
+      item.state = 'done'
+      this.remaining--
+      this.blocksFetched++
+      this.bytesFetched += bytes.length
+      this.wireBytes += message.data.length
+      // Endgame duplicates: the other copies are no longer needed.
+      for (const other of item.at) {
+        other.inflight.delete(id)
+        other.inflightBytes -= cost(item)
+        void other.client.cancel([item.cid]).catch(() => {})
+      }
+      item.at.clear()
+      const copy = bytes.slice()
+      this.buffer.push({ cid: item.cid, bytes: copy, item })
+      this.bufferBytes += copy.length
+      item.waiter?.(copy)
+      if (this.bufferBytes >= FLUSH_BYTES) void this.flush()
+      if (this.remaining === 0) this.wakeup?.()
+    }
+    this.schedule()
+    return true
+  }
+
+  // ---- scheduling ----
+
+  /** Rarest first: order pending items by how many peers hold them, ties in a per-session rotation. */
+  private rebuildOrder (): void {
+    const peers = [...this.peers.values()].filter(p => !p.dropped)
+    const pending = this.order.filter(i => i.state !== 'done')
+    for (const item of pending) item.holders = peers.reduce((n, p) => n + (this.has(p, item) ? 1 : 0), 0)
+    const rotation = Math.floor(Math.random() * Math.max(1, pending.length))
+    const rank = new Map(pending.map((item, i) => [item, (i - rotation + pending.length) % pending.length]))
+    pending.sort((a, b) => (a.indices == null ? -1 : 0) - (b.indices == null ? -1 : 0) || a.holders - b.holders || rank.get(a)! - rank.get(b)!)
+    this.order = pending
+    for (const peer of this.peers.values()) peer.cursor = 0
+  }
+
+  private pick (peer: PeerState): Item | undefined {
+    while (this.retry.length > 0 && this.retry[0]!.state !== 'pending') this.retry.shift()
+    for (let i = 0; i < this.retry.length; i++) {
+      const item = this.retry[i]!
+      if (item.state === 'pending' && this.has(peer, item)) {
+        this.retry.splice(i, 1)
+        return item
+      }
+    }
+    for (; peer.cursor < this.order.length; peer.cursor++) {
+      const item = this.order[peer.cursor]!
+      if (item.state === 'pending' && this.has(peer, item)) return item
+    }
+    return undefined
+  }
+
+  /** Endgame: everything is requested; ask an idle peer for blocks still in flight elsewhere. */
+  private pickEndgame (peer: PeerState): Item | undefined {
+    for (const item of this.order) {
+      if (item.state === 'inflight' && item.at.size < ENDGAME_COPIES && !item.at.has(peer) && this.has(peer, item)) return item
+    }
+    return undefined
+  }
+
+  private scheduled = false
+
+  private schedule (): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    queueMicrotask(() => {
+      this.scheduled = false
+      this.fill()
+    })
+  }
+
+  private fill (): void {
+    const peers = [...this.peers.values()].filter(p => !p.dropped && !p.client.closed).sort((a, b) => a.inflightBytes - b.inflightBytes)
+    for (const peer of peers) {
+      const batch: CID[] = []
+      const priority = this.skeleton == null ? Priority.Demand : Priority.Background
+      while (peer.inflightBytes < peer.window) {
+        const item = this.pick(peer) ?? (this.pending() === 0 ? this.pickEndgame(peer) : undefined)
+        if (item == null) break
+        item.state = 'inflight'
+        item.at.add(peer)
+        peer.inflight.set(item.id, { item, sentAt: Date.now() })
+        peer.inflightBytes += cost(item)
+        batch.push(item.cid)
+      }
+      if (batch.length > 0) void peer.client.want(batch, priority).catch(() => {})
+    }
+  }
+
+  private pending (): number {
+    let n = this.retry.filter(i => i.state === 'pending').length
+    for (const item of this.order) if (item.state === 'pending') n++
+    return n
+  }
+
+  /** Deadlines, progress, periodic store flushes and the no-provider timeout. */
+  private tick (): void {
+    const now = Date.now()
+    if (this.bufferBytes > 0) void this.flush().catch(() => {})
+    for (const peer of this.peers.values()) {
+      let expired = false
+      for (const [id, { item, sentAt }] of peer.inflight) {
+        if (now - sentAt < this.opts.requestTimeout) continue
+        peer.inflight.delete(id)
+        peer.inflightBytes -= cost(item)
+        this.unassign(peer, item)
+        expired = true
+      }
+      if (expired) {
+        peer.timeouts++
+        peer.window = Math.max(256 * 1024, peer.window / 2)
+        if (peer.timeouts >= this.opts.maxTimeouts && !peer.dropped) {
+          peer.dropped = true
+          this.release(peer)
+          this.onProgress?.({ type: 'pull:peer-dropped', peer: peer.client.key, reason: 'too slow' })
+        }
+      }
+    }
+    if (this.remaining > 0 && now - this.lastUseful > this.opts.findTimeout) {
+      const usable = [...this.peers.values()].filter(p => !p.dropped && p.client.haves.has(this.key)).length
+      this.failure = new NoProvidersError(usable === 0
+        ? `no peer provides ${this.key} (waited ${Math.round(this.opts.findTimeout / 1000)} s)`
+        : `no progress on ${this.key} for ${Math.round(this.opts.findTimeout / 1000)} s (${this.remaining} blocks missing)`)
+    }
+    this.onProgress?.({
+      type: 'pull:progress',
+      root: this.key,
+      blocksFetched: this.blocksFetched,
+      bytesFetched: this.bytesFetched,
+      blocksTotal: this.items.size,
+      bytesTotal: this.bytesTotal,
+      peers: [...this.peers.values()].filter(p => !p.dropped && p.client.haves.has(this.key)).length
+    })
+    this.schedule()
+  }
+
+  /** Stores verified blocks, then announces the new leaves. */
+  async flush (): Promise<void> {
+    const batch = this.buffer
+    this.buffer = []
+    this.bufferBytes = 0
+    const previous = this.flushing
+    const job = (async () => {
+      await previous
+      if (batch.length === 0) return
+      await this.host.store.putMany(batch, { trusted: true })
+      if (this.local == null || this.skeleton == null) return
+      const fresh: number[] = []
+      for (const { item } of batch) for (const i of item.indices ?? []) if (this.local.set(i)) fresh.push(i)
+      if (fresh.length > 0) this.host.announce(this.root, fresh)
+    })()
+    job.catch(err => { this.failure ??= err })
+    this.flushing = job.catch(() => {})
+    await job
+  }
+
+  get elapsed (): number { return Date.now() - this.started }
+}
