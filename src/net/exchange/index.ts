@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import { PeerClient } from './client.js'
 import { BlockServer } from './server.js'
 import { PullSession, type SessionInit } from './session.js'
@@ -225,6 +226,8 @@ class Exchange implements BlockExchange {
     this.haveCache.delete(key)
     const discovery = new AbortController()
     const signal = options.signal != null ? AbortSignal.any([options.signal, discovery.signal]) : discovery.signal
+    // Every peer asked and every DHT query listens on it for the length of the pull.
+    setMaxListeners(Infinity, signal)
     const promise = (async () => {
       try {
         for (const peer of this.components.libp2p.getPeers()) void this.ask(peer, root, signal)
