@@ -41,6 +41,7 @@ export interface SessionHost {
 
 const DEFAULTS = { window: 4 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000 }
 const FLUSH_BYTES = 4 * 1024 * 1024
+const COMMIT_INTERVAL = 1_000
 const TICK = 200
 /** Copies of one request allowed in endgame. */
 const ENDGAME_COPIES = 2
@@ -100,6 +101,7 @@ export class PullSession {
   blocksFetched = 0
   private bytesTotal = 0
   private readonly started = Date.now()
+  private lastCommit = Date.now()
 
   constructor (root: CID, host: SessionHost, init: SessionInit, options: PullOptions) {
     this.root = root
@@ -447,6 +449,11 @@ export class PullSession {
       await previous
       if (batch.length === 0) return
       await this.host.store.putMany(batch, { trusted: true })
+      // Commit (fdatasync + index) at least once a second: a killed pull loses at most that much.
+      if (Date.now() - this.lastCommit >= COMMIT_INTERVAL) {
+        this.lastCommit = Date.now()
+        await this.host.store.commit()
+      }
       if (this.local == null || this.skeleton == null) return
       const fresh: number[] = []
       for (const { item } of batch) for (const i of item.indices ?? []) if (this.local.set(i)) fresh.push(i)
