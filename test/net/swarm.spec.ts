@@ -1,0 +1,128 @@
+/**
+ * The swarm with real daemon processes on 127.0.0.1: several hosts pull a real image from each other
+ * (byte-identical at every host), the source leaves mid-way and a host finishes from another, and a
+ * host killed with SIGKILL mid-pull resumes without fetching again what it had verified.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { tempDir } from '../helpers/cli.js'
+import { writeImage } from '../helpers/images.js'
+import { killAll, spawnWatched, startDaemon, type TestDaemon } from '../helpers/swarm.js'
+
+const MiB = 1024 * 1024
+
+async function sha256 (path: string): Promise<string> {
+  return createHash('sha256').update(await readFile(path)).digest('hex')
+}
+
+describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  let image: string
+  let imageHash: string
+  let root: string
+  let dataBytes: number
+  let seeder: TestDaemon
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir('cp-swarm-'))
+    image = join(dir, 'disk.img')
+    // 128 MiB disk, 72 MiB of incompressible data in three extents, holes between.
+    await writeImage(image, 128 * MiB, [[0, 24 * MiB, 'swarm-a'], [40 * MiB, 24 * MiB, 'swarm-b'], [100 * MiB, 24 * MiB, 'swarm-c']])
+    imageHash = await sha256(image)
+    seeder = await startDaemon(join(dir, 'seeder'))
+    const imported = await seeder.run(['import', image, '--name', 'disk', '--json'])
+    expect(imported.code, imported.stderr).toBe(0)
+    root = imported.result.root
+    dataBytes = imported.result.bytesStored
+  }, 120_000)
+
+  afterAll(async () => {
+    await killAll()
+    await cleanup?.()
+  })
+
+  async function expectIdentical (host: TestDaemon, label: string): Promise<void> {
+    const out = join(dir, `${label}.img`)
+    const r = await host.run(['export', root, out, '--json'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await sha256(out), `${label}: exported image differs`).toBe(imageHash)
+    const fsck = await host.run(['fsck', '--json'])
+    expect(fsck.code, fsck.stderr).toBe(0)
+    expect(fsck.result.corrupt).toEqual([])
+  }
+
+  it('three hosts pull at once from the seeder and from each other; every copy is byte-identical', async () => {
+    const hosts = await Promise.all(['b', 'c', 'd'].map(async name => await startDaemon(join(dir, `three-${name}`), ['--bootstrap', seeder.addresses[0]!])))
+    const pulls = await Promise.all(hosts.map(async host => await host.run(['pull', root, '--name', 'disk', '--json'])))
+    for (const [i, r] of pulls.entries()) {
+      expect(r.code, `host ${i}: ${r.stderr}`).toBe(0)
+      expect(r.result.root).toBe(root)
+      expect(r.result.bytesFetched).toBe(dataBytes)
+    }
+    for (const [i, host] of hosts.entries()) await expectIdentical(host, `three-${i}`)
+    // The seeder's status reports what it uploaded; the hosts list the seeder among their peers.
+    const status = await seeder.run(['status', '--json'])
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.result.peerId).toBe(seeder.peerId)
+    expect(status.result.transfer.bytesSent).toBeGreaterThan(0)
+    const peers = await hosts[0]!.run(['peers', '--json'])
+    expect(peers.lines.some(l => l.peer === seeder.peerId)).toBe(true)
+    await Promise.all(hosts.map(async h => { expect(await h.stop()).toBe(0) }))
+  }, 180_000)
+
+  it('the source leaves mid-way: the host finishes from another host that holds the image', async () => {
+    const source = await startDaemon(join(dir, 'leave-source'))
+    const imported = await source.run(['import', image, '--name', 'disk', '--json'])
+    expect(imported.code, imported.stderr).toBe(0)
+    const holder = await startDaemon(join(dir, 'leave-holder'), ['--bootstrap', source.addresses[0]!])
+    expect((await holder.run(['pull', root, '--json'])).code).toBe(0)
+    // The seeder of the suite stays out of this one: only `source` and `holder` have the image.
+    const late = await startDaemon(join(dir, 'leave-late'), ['--bootstrap', source.addresses[0]!, '--bootstrap', holder.addresses[0]!])
+    let fetchedAtLeave: number | undefined
+    const pull = spawnWatched(['--data-dir', late.dataDir, 'pull', root, '--json'], event => {
+      if (event.type === 'pull:progress' && fetchedAtLeave == null && event.bytesFetched > 0) {
+        fetchedAtLeave = event.bytesFetched
+        void source.kill()
+      }
+    })
+    const result = await pull.done
+    expect(result.code, result.stderr).toBe(0)
+    expect(fetchedAtLeave, 'the source left before the first progress event').toBeDefined()
+    expect(fetchedAtLeave!).toBeLessThan(dataBytes)
+    expect(result.last.bytesFetched).toBe(dataBytes)
+    await expectIdentical(late, 'leave-late')
+  }, 180_000)
+
+  it('a host killed with SIGKILL mid-pull resumes: fsck is clean and verified blocks are not fetched again', async () => {
+    const dataDir = join(dir, 'resume')
+    let host = await startDaemon(dataDir, ['--bootstrap', seeder.addresses[0]!])
+    let fetchedAtKill: number | undefined
+    const pull = spawnWatched(['--data-dir', dataDir, 'pull', root, '--json'], event => {
+      // Past 1.5 s of fetching at least one commit has landed (the pull commits once a second).
+      if (event.type === 'pull:progress' && fetchedAtKill == null && event.bytesFetched >= dataBytes / 3) {
+        fetchedAtKill = event.bytesFetched
+        void host.kill()
+      }
+    })
+    const killed = await pull.done
+    expect(fetchedAtKill, `the pull ended before it could be killed: ${killed.stderr}`).toBeDefined()
+    expect(killed.code).not.toBe(0)
+    expect(killed.stderr).toMatch(/^error \[ERR_DAEMON_LOST\]: .+\n$/)
+
+    host = await startDaemon(dataDir, ['--bootstrap', seeder.addresses[0]!])
+    const fsck = await host.run(['fsck', '--json'])
+    expect(fsck.code, fsck.stderr).toBe(0)
+    expect(fsck.result.corrupt).toEqual([])
+    const kept = fsck.result.bytes as number
+    expect(kept, 'nothing survived the kill').toBeGreaterThan(0)
+    const resumed = await host.run(['pull', root, '--json'])
+    expect(resumed.code, resumed.stderr).toBe(0)
+    // Only what the store did not keep crosses the network again.
+    expect(resumed.result.bytesFetched).toBeLessThan(dataBytes)
+    expect(resumed.result.bytesFetched).toBeLessThanOrEqual(dataBytes - kept + 1024 * 1024)
+    await expectIdentical(host, 'resume')
+  }, 180_000)
+})
