@@ -16,9 +16,9 @@ export interface CliResult {
 }
 
 /** Runs the real CLI (built into dist/) as a separate process. */
-export async function cli (args: string[], options: { env?: Record<string, string>, timeoutMs?: number, input?: string } = {}): Promise<CliResult> {
+export async function cli (args: string[], options: { env?: Record<string, string>, timeoutMs?: number, input?: string, cwd?: string } = {}): Promise<CliResult> {
   return await new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', d => { stdout += d })

@@ -258,7 +258,10 @@ class Exchange implements BlockExchange {
       } catch (err) {
         if (!signal.aborted) this.log(`provider search for ${root}: ${(err as Error).message}`)
       }
-      await new Promise(resolve => setTimeout(resolve, DHT_RETRY_MS))
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, DHT_RETRY_MS)
+        signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+      })
     }
   }
 

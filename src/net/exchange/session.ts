@@ -195,17 +195,21 @@ export class PullSession {
     return item
   }
 
-  /** Races a phase against abort and failure (no provider, store error). */
+  /** Races a phase against abort and failure (no provider, store error); never outlives either. */
   private async guard<T> (promise: Promise<T>): Promise<T> {
     return await new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => reject(new CollectiveError('pull aborted', 'ERR_ABORTED', 130))
-      if (this.signal?.aborted === true) { onAbort(); return }
-      this.signal?.addEventListener('abort', onAbort, { once: true })
-      const failed = setInterval(() => { if (this.failure != null) reject(this.failure) }, 50)
-      promise.then(resolve, reject).finally(() => {
+      let failed: ReturnType<typeof setInterval> | undefined
+      const settle = (fn: () => void): void => {
         clearInterval(failed)
         this.signal?.removeEventListener('abort', onAbort)
-      })
+        fn()
+      }
+      const onAbort = (): void => { settle(() => { reject(new CollectiveError('pull aborted', 'ERR_ABORTED', 130)) }) }
+      if (this.signal?.aborted === true) { onAbort(); return }
+      this.signal?.addEventListener('abort', onAbort, { once: true })
+      // The phase may wait forever for a block nobody has: the failure check must not wait for it.
+      failed = setInterval(() => { if (this.failure != null) settle(() => { reject(this.failure) }) }, 50)
+      promise.then(value => { settle(() => { resolve(value) }) }, err => { settle(() => { reject(err) }) })
     })
   }
 

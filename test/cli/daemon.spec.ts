@@ -1,0 +1,129 @@
+/**
+ * The host daemon as a user meets it: commands go through it while it runs, it stops cleanly on
+ * SIGTERM, and the mistakes people make (a port in use, a second daemon, an unreachable or malformed
+ * bootstrap address) get one-line errors.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { existsSync, statSync } from 'node:fs'
+import { createServer, type Server } from 'node:net'
+import { join } from 'node:path'
+import { cli, tempDir, type CliResult } from '../helpers/cli.js'
+import { pseudoRandom, writeImage } from '../helpers/images.js'
+import { cborCid } from '../../src/dag/hash.js'
+import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
+
+const MiB = 1024 * 1024
+const ONE_LINE_ERROR = /^error \[ERR_[A-Z_]+\]: [^\n]+\n$/
+
+function expectError (r: CliResult, code: string, exit: number): void {
+  const context = `exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`
+  expect(r.code, context).toBe(exit)
+  expect(r.stderr, context).toMatch(ONE_LINE_ERROR)
+  expect(r.stderr, context).toMatch(new RegExp(`^error \\[${code}\\]: `))
+}
+
+describe('the host daemon', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  let daemon: TestDaemon
+  let blocker: Server
+  let blockedPort: number
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir('cp-daemon-'))
+    daemon = await startDaemon(join(dir, 'main'))
+    blocker = createServer()
+    await new Promise<void>(resolve => blocker.listen(0, '127.0.0.1', resolve))
+    blockedPort = (blocker.address() as { port: number }).port
+  })
+
+  afterAll(async () => {
+    blocker?.close()
+    await killAll()
+    await cleanup?.()
+  })
+
+  it('owns the data dir: its control socket is 0600 and commands run through it', async () => {
+    const socket = join(daemon.dataDir, 'control.sock')
+    expect(statSync(socket).mode & 0o777).toBe(0o600)
+    expect(statSync(join(daemon.dataDir, 'peer.key')).mode & 0o777).toBe(0o600)
+    const image = join(dir, 'small.img')
+    await writeImage(image, 4 * MiB, [[0, MiB, 'daemon-small']])
+    // LevelDB is single-process: this import can only succeed through the daemon.
+    const imported = await daemon.run(['import', image, '--name', 'small', '--json'])
+    expect(imported.code, imported.stderr).toBe(0)
+    const status = await daemon.run(['status', '--json'])
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.result).toMatchObject({ running: true, peerId: daemon.peerId, roots: 1 })
+    expect(status.result.addresses).toEqual(daemon.addresses)
+    // A relative path is the client's, not the daemon's.
+    const out = await cli(['--data-dir', daemon.dataDir, 'export', 'small', 'copy.img'], { cwd: dir })
+    expect(out.code, out.stderr).toBe(0)
+    expect(statSync(join(dir, 'copy.img')).size).toBe(4 * MiB)
+  })
+
+  it('keeps its identity across restarts', async () => {
+    const dataDir = join(dir, 'identity')
+    const first = await startDaemon(dataDir)
+    expect(await first.stop()).toBe(0)
+    const second = await startDaemon(dataDir)
+    expect(second.peerId).toBe(first.peerId)
+    await second.stop()
+  })
+
+  it('a second daemon on the same data dir: ERR_DAEMON_RUNNING, exit 4', async () => {
+    const r = await cli(['--data-dir', daemon.dataDir, 'daemon', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0'], { timeoutMs: 20_000 })
+    expectError(r, 'ERR_DAEMON_RUNNING', 4)
+  })
+
+  it('a listen port in use: ERR_ADDRESS_IN_USE naming the address, exit 4', async () => {
+    const r = await cli(['--data-dir', join(dir, 'busy'), 'daemon', '--no-mdns', '--listen', `/ip4/127.0.0.1/tcp/${blockedPort}`], { timeoutMs: 20_000 })
+    expectError(r, 'ERR_ADDRESS_IN_USE', 4)
+    expect(r.stderr).toContain(`/ip4/127.0.0.1/tcp/${blockedPort}`)
+    // Nothing is left behind that would make the next start think a daemon runs.
+    expect(existsSync(join(dir, 'busy', 'control.sock'))).toBe(false)
+  })
+
+  it('a malformed multiaddr: ERR_INVALID_CONFIG, exit 2', async () => {
+    const r = await cli(['--data-dir', join(dir, 'bad'), 'daemon', '--no-mdns', '--bootstrap', 'not-a-multiaddr'], { timeoutMs: 20_000 })
+    expectError(r, 'ERR_INVALID_CONFIG', 2)
+  })
+
+  it('an unreachable bootstrap peer is reported on one line; the daemon runs on', async () => {
+    // A port nobody listens on (the blocker is a plain TCP server: no libp2p behind it).
+    const host = await startDaemon(join(dir, 'lonely'), ['--bootstrap', `/ip4/127.0.0.1/tcp/${blockedPort}/p2p/${daemon.peerId}`])
+    const deadline = Date.now() + 20_000
+    while (!host.events.some(e => e.type === 'bootstrap:failed') && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 100))
+    const failed = host.events.find(e => e.type === 'bootstrap:failed')
+    expect(failed, host.stderr()).toBeDefined()
+    expect(failed.address).toContain(String(blockedPort))
+    expect(failed.reason).not.toContain('\n')
+    const status = await host.run(['status', '--json'])
+    expect(status.code, status.stderr).toBe(0)
+    await host.stop()
+  })
+
+  it('pull of a CID nobody has fails within its timeout, not a hang', async () => {
+    const unknown = cborCid(pseudoRandom('no-such-root', 200)).toString()
+    const started = Date.now()
+    const r = await daemon.run(['pull', unknown, '--timeout', '3'], { timeoutMs: 30_000 })
+    expectError(r, 'ERR_NO_PROVIDERS', 3)
+    expect(Date.now() - started).toBeLessThan(15_000)
+  })
+
+  it('peers without a daemon: ERR_NO_DAEMON; status without one says so', async () => {
+    const dataDir = join(dir, 'offline')
+    expectError(await cli(['--data-dir', dataDir, 'peers']), 'ERR_NO_DAEMON', 3)
+    const status = await cli(['--data-dir', dataDir, 'status', '--json'])
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.result).toMatchObject({ running: false, peers: 0 })
+  })
+
+  it('SIGTERM stops it cleanly: exit 0, socket removed, the store opens offline and passes fsck', async () => {
+    expect(await daemon.stop()).toBe(0)
+    expect(existsSync(join(daemon.dataDir, 'control.sock'))).toBe(false)
+    const fsck = await cli(['--data-dir', daemon.dataDir, 'fsck', '--json'])
+    expect(fsck.code, fsck.stderr).toBe(0)
+    expect(fsck.result.blocks).toBeGreaterThan(0)
+  })
+})
