@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+// Block-exchange throughput between two hosts on loopback (no shaping), against a raw libp2p stream
+// carrying the same bytes between two nodes of the same stack, in the same run.
+//
+//   node bench/exchange.js [--size-mib N] [--runs N] [--compressible F] [--keep]
+//
+// Setup: an image of N MiB (default 1024) of random bytes (incompressible; --compressible F fills
+// that fraction of every MiB with text) is imported into host A's data dir (default chunker).
+// exchange: daemons A and B on 127.0.0.1 (B bootstraps to A); `collective-peer --data-dir B pull ROOT`
+//           through B's control socket is timed (wall time of the CLI command, so it includes the
+//           CLI's start and the skeleton fetch). B starts empty on every run.
+// raw:      bench/raw-stream-peer.js serve (A's side, reads the image file) and fetch (B's side), each a
+//           process with a node from src/net/node.ts; timed from opening the stream (connection
+//           already up) to its end. 256 KiB writes.
+// The image is in the page cache for both. With --runs N the fastest run of each is reported.
+// Last stdout line: one JSON object with both figures and the ratio (goal >= 0.70).
+import { join } from 'node:path';
+import { loadavg } from 'node:os';
+import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, parseNdjson, rmrf, round, run, ROOT, sync, table,
+  tempDir, warm } from './lib.js';
+import { cpuSeconds, makeImage, Proc, startDaemon } from './swarm-lib.js';
+
+const loadavgAtStart = loadavg().map((x) => round(x, 2));
+const args = parseArgs();
+const sizeMiB = Number(args['size-mib'] ?? 1024);
+const runs = Math.max(1, Number(args.runs ?? 1));
+const compressible = Number(args.compressible ?? 0);
+const RAW_PEER = join(ROOT, 'bench', 'raw-stream-peer.js');
+
+const a = await cliAvailable();
+if (!a.ok) {
+  console.error(`collective-peer CLI not usable (${a.why}); build it first (npm run build)`);
+  process.exit(2);
+}
+
+const dir = tempDir('exchange');
+const procs = new Set();
+const track = (p) => { procs.add(p); p.closed.then(() => procs.delete(p)); return p; };
+const cleanup = async () => {
+  await Promise.all([...procs].map((p) => p.stop(5_000)));
+  if (!args.keep) rmrf(dir);
+};
+for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => { cleanup().finally(() => process.exit(130)); });
+
+try {
+  const image = join(dir, 'image.raw');
+  const bytes = sizeMiB * MIB;
+  let t0 = performance.now();
+  makeImage(image, bytes, { compressible });
+  log(`image ${image}: ${sizeMiB} MiB, ${compressible ? `${compressible * 100}% text, rest ` : ''}random ` +
+    `(${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  const dataA = join(dir, 'a');
+  const imp = await cli(dataA, ['import', image]);
+  const root = imp.result.root;
+  log(`imported into A: ${root}, ${imp.result.blocks} blocks, ${fmtMiB(imp.result.bytesStored)} MiB stored (${imp.seconds.toFixed(1)} s)`);
+  warm(image);
+  sync();
+
+  const rawRuns = [];
+  const exRuns = [];
+  for (let i = 0; i < runs; i++) {
+    // ---- raw libp2p stream ----
+    {
+      const server = track(new Proc(process.execPath, [RAW_PEER, 'serve', '--file', image], { name: 'raw serve' }));
+      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+      const cpu0 = cpuSeconds(server.pid);
+      const r = await run(process.execPath, [RAW_PEER, 'fetch', '--peer', addr], { timeoutMs: 10 * 60_000 });
+      const cpu1 = cpuSeconds(server.pid);
+      await server.stop();
+      const res = parseNdjson(r.stdout).pop();
+      if (res.bytes !== bytes) throw new Error(`raw stream delivered ${res.bytes} bytes, expected ${bytes}`);
+      const o = { seconds: res.seconds, mibPerSec: res.mibPerSec, senderCpuSeconds: cpu1 - cpu0 };
+      rawRuns.push(o);
+      log(`raw      run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s (sender CPU ${o.senderCpuSeconds.toFixed(1)} s)`);
+    }
+    // ---- block exchange: daemon A serves, daemon B pulls ----
+    {
+      const dataB = join(dir, `b${i}`);
+      const A = await startDaemon(dataA, { name: 'daemon A' });
+      track(A.proc);
+      const B = await startDaemon(dataB, { name: 'daemon B', bootstrap: [A.p2p] });
+      track(B.proc);
+      await B.proc.waitFor((e) => e.type === 'peer:connect' || e.type === 'bootstrap:connected', { what: 'a connection to A' });
+      const st = await cli(dataB, ['status']); // a CLI round trip through the control socket, for reference
+      const cpuA0 = cpuSeconds(A.proc.pid);
+      const cpuB0 = cpuSeconds(B.proc.pid);
+      const p = await cli(dataB, ['pull', root], { timeoutMs: 10 * 60_000 });
+      const cpuA1 = cpuSeconds(A.proc.pid);
+      const cpuB1 = cpuSeconds(B.proc.pid);
+      const sA = await cli(dataA, ['status']);
+      await B.proc.stop();
+      await A.proc.stop();
+      rmrf(dataB);
+      if (p.result.root !== root || p.result.size !== bytes) throw new Error(`pull returned ${JSON.stringify(p.result)}`);
+      const o = {
+        seconds: p.seconds, mibPerSec: bytes / MIB / p.seconds, cliRoundTripSeconds: st.seconds,
+        bytesFetched: p.result.bytesFetched, wireBytes: p.result.wireBytes, publisherBytesSent: sA.result.transfer?.bytesSent,
+        senderCpuSeconds: cpuA1 - cpuA0, receiverCpuSeconds: cpuB1 - cpuB0,
+      };
+      exRuns.push(o);
+      log(`exchange run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s, ${fmtMiB(o.wireBytes)} MiB on the wire ` +
+        `(CPU: sender ${o.senderCpuSeconds.toFixed(1)} s, receiver ${o.receiverCpuSeconds.toFixed(1)} s; CLI round trip ${st.seconds.toFixed(2)} s)`);
+    }
+  }
+
+  const best = (xs) => xs.reduce((p, q) => (q.seconds < p.seconds ? q : p));
+  const raw = best(rawRuns);
+  const ex = best(exRuns);
+  const ratio = ex.mibPerSec / raw.mibPerSec;
+  log('');
+  table(['transfer', 'seconds', 'MiB/s', 'sender CPU s'], [
+    ['block exchange (daemon pull)', ex.seconds.toFixed(2), ex.mibPerSec.toFixed(0), ex.senderCpuSeconds.toFixed(1)],
+    ['raw libp2p stream', raw.seconds.toFixed(2), raw.mibPerSec.toFixed(0), raw.senderCpuSeconds.toFixed(1)],
+  ]);
+  log(`exchange / raw = ${(ratio * 100).toFixed(0)} % (goal >= 70 %)`);
+  console.log(JSON.stringify({
+    bench: 'exchange', bytes, compressible, runs, root, blocks: imp.result.blocks,
+    machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)),
+    exchange: { seconds: round(ex.seconds), mibPerSec: round(ex.mibPerSec, 1), wireBytes: ex.wireBytes,
+      bytesFetched: ex.bytesFetched, publisherBytesSent: ex.publisherBytesSent, senderCpuSeconds: round(ex.senderCpuSeconds, 2),
+      receiverCpuSeconds: round(ex.receiverCpuSeconds, 2), cliRoundTripSeconds: round(ex.cliRoundTripSeconds),
+      allSeconds: exRuns.map((x) => round(x.seconds)) },
+    raw: { seconds: round(raw.seconds), mibPerSec: round(raw.mibPerSec, 1), senderCpuSeconds: round(raw.senderCpuSeconds, 2),
+      chunkBytes: 256 * 1024, allSeconds: rawRuns.map((x) => round(x.seconds)) },
+    ratio: round(ratio),
+  }));
+} finally {
+  await cleanup();
+}

@@ -1,0 +1,258 @@
+#!/usr/bin/env node
+// Fan-out: one publisher, N hosts pulling the same image at once over shaped links, against a
+// single-source HTTP server under the same shaping, in the same run.
+//
+//   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
+//                        [--skip-http] [--keep]
+//
+// Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
+// `eth0` whose peer sits in a bridge namespace on bridge br0; addresses 10.213.0.0/24 exist only
+// inside these namespaces. Each veth is shaped in both directions to R Mbit/s (tbf on eth0's egress =
+// the node's upload, tbf on the bridge-side peer's egress = its download); the publisher's link too.
+// The namespaces are named cpfan-<pid>-*, and are deleted (with every process started) on exit,
+// failure or signal; stale cpfan-* namespaces of dead runs are removed at start.
+//
+// Per N, on fresh host data dirs:
+//   p2p:  the publisher daemon (holding the imported image) and N host daemons, each in its own
+//         namespace (`--bootstrap` the publisher, `--no-mdns`); once all are connected, N
+//         `collective-peer pull ROOT` commands (through each host's control socket) start at once.
+//         Time = until the last pull returns. Publisher upload = its `status --json` transfer.bytesSent.
+//   http: bench/http-serve.js in the publisher's namespace serving the raw image file; N `curl` (one
+//         per host namespace) download it at once to a file in the host's dir.
+// Ideal time = image size / link rate (every host downloads at its full link rate). The image is
+// random bytes (incompressible; --compressible F fills that fraction of each MiB with text).
+// Last stdout line: one JSON object with every row.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadavg } from 'node:os';
+import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, rmrf, round, run, ROOT, sync, table, tempDir,
+  warm } from './lib.js';
+import { cpuSeconds, makeImage, Proc, startDaemon } from './swarm-lib.js';
+
+const loadavgAtStart = loadavg().map((x) => round(x, 2));
+const args = parseArgs();
+const hostCounts = String(args.hosts ?? '4,8,16').split(',').map(Number);
+const sizeMiB = Number(args['size-mib'] ?? 256);
+const rateMbit = Number(args['rate-mbit'] ?? 200);
+const compressible = Number(args.compressible ?? 0);
+const skipHttp = Boolean(args['skip-http']);
+const bytes = sizeMiB * MIB;
+const idealSeconds = (bytes * 8) / (rateMbit * 1e6);
+const SUBNET = '10.213.0';
+const PUB_IP = `${SUBNET}.1`;
+const hostIp = (i) => `${SUBNET}.${10 + i}`;
+const TAG = `cpfan-${process.pid}`;
+const BR = `${TAG}-br`;
+const PUB = `${TAG}-p`;
+const hostNs = (i) => `${TAG}-h${i}`;
+
+if (process.getuid?.() !== 0) { console.error('fanout.js needs root (ip netns, tc)'); process.exit(2); }
+for (const t of ['ip', 'tc', 'curl']) {
+  if (spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0) { console.error(`missing tool: ${t}`); process.exit(2); }
+}
+const a = await cliAvailable();
+if (!a.ok) { console.error(`collective-peer CLI not usable (${a.why}); build it first (npm run build)`); process.exit(2); }
+
+// ---- namespaces ----
+const namespaces = new Set();
+function sh(cmd, argv, { allowFail = false } = {}) {
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0 && !allowFail) throw new Error(`${cmd} ${argv.join(' ')}: ${(r.stderr || r.stdout || '').trim()}`);
+  return r;
+}
+const ipns = (ns, ...argv) => sh('ip', ['netns', 'exec', ns, ...argv]);
+function listNetns() {
+  return existsSync('/run/netns') ? readdirSync('/run/netns') : [];
+}
+function deleteNetns(ns) {
+  sh('ip', ['netns', 'del', ns], { allowFail: true });
+  namespaces.delete(ns);
+}
+function removeStale() {
+  for (const ns of listNetns()) {
+    const m = /^cpfan-(\d+)-/.exec(ns);
+    if (m == null || Number(m[1]) === process.pid) continue;
+    let alive = true;
+    try { process.kill(Number(m[1]), 0); } catch { alive = false; }
+    if (!alive) { log(`removing stale namespace ${ns}`); deleteNetns(ns); }
+  }
+}
+function shape(ns, dev) {
+  // tbf: burst must hold a GSO super-packet (up to 64 KiB); the queue holds ~50 ms at the rate.
+  sh('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${rateMbit}mbit`,
+    'burst', '128kb', 'latency', '50ms']);
+}
+function addNode(ns, ip, index) {
+  sh('ip', ['netns', 'add', ns]);
+  namespaces.add(ns);
+  const peer = `v${index}`;
+  sh('ip', ['link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', peer, 'netns', BR]);
+  ipns(ns, 'ip', 'link', 'set', 'lo', 'up');
+  ipns(ns, 'ip', 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
+  ipns(ns, 'ip', 'link', 'set', 'eth0', 'up');
+  ipns(BR, 'ip', 'link', 'set', peer, 'master', 'br0');
+  ipns(BR, 'ip', 'link', 'set', peer, 'up');
+  shape(ns, 'eth0'); // the node's upload
+  shape(BR, peer); // the node's download
+}
+function setupNetwork(maxHosts) {
+  removeStale();
+  sh('ip', ['netns', 'add', BR]);
+  namespaces.add(BR);
+  ipns(BR, 'ip', 'link', 'set', 'lo', 'up');
+  ipns(BR, 'ip', 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0');
+  ipns(BR, 'ip', 'link', 'set', 'br0', 'up');
+  addNode(PUB, PUB_IP, 0);
+  for (let i = 1; i <= maxHosts; i++) addNode(hostNs(i), hostIp(i), i);
+}
+
+// ---- processes ----
+const procs = new Set();
+const track = (p) => { procs.add(p); p.closed.then(() => procs.delete(p)); return p; };
+const dir = tempDir('fanout');
+let cleaning;
+function cleanup() {
+  cleaning ??= (async () => {
+    await Promise.all([...procs].map((p) => p.stop(5_000)));
+    for (const ns of [...namespaces].reverse()) deleteNetns(ns);
+    if (!args.keep) rmrf(dir);
+  })();
+  return cleaning;
+}
+process.on('exit', () => { // last resort (sync): nothing of ours survives the script
+  for (const p of procs) { try { p.child.kill('SIGKILL'); } catch { /* gone */ } }
+  for (const ns of namespaces) spawnSync('ip', ['netns', 'del', ns]);
+});
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => { log(`${sig}: cleaning up`); cleanup().finally(() => process.exit(130)); });
+}
+
+/** Total CPU seconds used by these processes since `before` (a Map pid -> seconds). */
+const cpuMark = (ps) => new Map(ps.map((p) => [p.pid, cpuSeconds(p.pid) ?? 0]));
+const cpuSince = (ps, before) => ps.reduce((n, p) => n + Math.max(0, (cpuSeconds(p.pid) ?? before.get(p.pid)) - before.get(p.pid)), 0);
+
+async function p2pRun(n, root, pubDir) {
+  const runDir = join(dir, `p2p-${n}`);
+  mkdirSync(runDir, { recursive: true });
+  const timeoutMs = Math.max(180_000, idealSeconds * 8_000);
+  const pub = await startDaemon(pubDir, { listen: `/ip4/${PUB_IP}/tcp/4001`, wrap: ['ip', 'netns', 'exec', PUB], name: 'publisher' });
+  track(pub.proc);
+  const hosts = await Promise.all(Array.from({ length: n }, async (_, k) => {
+    const i = k + 1;
+    const d = await startDaemon(join(runDir, `h${i}`), {
+      listen: `/ip4/${hostIp(i)}/tcp/4001`, bootstrap: [pub.p2p], wrap: ['ip', 'netns', 'exec', hostNs(i)], name: `host ${i}`,
+    });
+    track(d.proc);
+    await d.proc.waitFor((e) => e.type === 'peer:connect' || e.type === 'bootstrap:connected', { what: 'a connection to the publisher' });
+    return { i, dataDir: join(runDir, `h${i}`), ...d };
+  }));
+  const all = [pub.proc, ...hosts.map((h) => h.proc)];
+  const cpu0 = cpuMark(all);
+  const t0 = performance.now();
+  const results = await Promise.allSettled(hosts.map(async (h) => {
+    const r = await cli(h.dataDir, ['pull', root], { timeoutMs, measureRss: false });
+    return { i: h.i, seconds: (performance.now() - t0) / 1000, cliSeconds: r.seconds, ...r.result };
+  }));
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuSince(all, cpu0);
+  const pubStatus = (await cli(pubDir, ['status'], { measureRss: false })).result;
+  const hostStatus = await Promise.all(hosts.map(async (h) => (await cli(h.dataDir, ['status'], { measureRss: false })).result));
+  await Promise.all(all.map((p) => p.stop()));
+  const failed = results.filter((r) => r.status === 'rejected');
+  const ok = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+  const times = ok.map((r) => r.seconds).sort((x, y) => x - y);
+  const row = {
+    mode: 'p2p', hosts: n, seconds: round(seconds, 2), vsIdeal: round(seconds / idealSeconds, 2),
+    firstDone: round(times[0], 2), medianDone: round(times[Math.floor(times.length / 2)], 2),
+    publisherBytesSent: pubStatus.transfer?.bytesSent ?? null,
+    publisherUploadVsSize: round((pubStatus.transfer?.bytesSent ?? NaN) / bytes, 3),
+    hostsBytesSent: hostStatus.reduce((s, x) => s + (x.transfer?.bytesSent ?? 0), 0),
+    hostsBytesReceived: hostStatus.reduce((s, x) => s + (x.transfer?.bytesReceived ?? 0), 0),
+    hostPeers: hostStatus.map((x) => x.peers),
+    pullPeers: ok.map((r) => r.peers),
+    failed: failed.length, errors: failed.slice(0, 3).map((r) => String(r.reason?.message ?? r.reason).split('\n')[0]),
+    cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2),
+  };
+  rmrf(runDir);
+  return row;
+}
+
+async function httpRun(n, image) {
+  const runDir = join(dir, `http-${n}`);
+  mkdirSync(runDir, { recursive: true });
+  const server = track(new Proc(process.execPath, [join(ROOT, 'bench', 'http-serve.js'), '--file', image, '--host', PUB_IP, '--port', '8080'],
+    { wrap: ['ip', 'netns', 'exec', PUB], name: 'http server' }));
+  const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+  const cpu0 = cpuMark([server]);
+  const t0 = performance.now();
+  const timeoutMs = Math.max(180_000, idealSeconds * n * 3_000);
+  const results = await Promise.allSettled(Array.from({ length: n }, async (_, k) => {
+    const i = k + 1;
+    const r = await run('ip', ['netns', 'exec', hostNs(i), 'curl', '-sS', '--fail', '-o', join(runDir, `h${i}.img`),
+      '-w', '%{size_download}', ready.url], { timeoutMs, measureRss: false });
+    const got = Number(r.stdout.trim());
+    if (got !== bytes) throw new Error(`host ${i}: curl got ${got} bytes`);
+    return { i, seconds: (performance.now() - t0) / 1000 };
+  }));
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuSince([server], cpu0);
+  await server.stop();
+  const stopped = server.events.find((e) => e.type === 'stopped');
+  const failed = results.filter((r) => r.status === 'rejected');
+  const times = results.filter((r) => r.status === 'fulfilled').map((r) => r.value.seconds).sort((x, y) => x - y);
+  rmrf(runDir);
+  return {
+    mode: 'http', hosts: n, seconds: round(seconds, 2), vsIdeal: round(seconds / idealSeconds, 2),
+    firstDone: round(times[0], 2), medianDone: round(times[Math.floor(times.length / 2)], 2),
+    publisherBytesSent: stopped?.bytesSent ?? null, publisherUploadVsSize: round((stopped?.bytesSent ?? NaN) / bytes, 3),
+    failed: failed.length, errors: failed.slice(0, 3).map((r) => String(r.reason?.message ?? r.reason).split('\n')[0]),
+    serverCpuSeconds: round(cpu, 1),
+  };
+}
+
+const rows = [];
+let root;
+try {
+  const t0 = performance.now();
+  const image = join(dir, 'image.raw');
+  makeImage(image, bytes, { compressible });
+  const pubDir = join(dir, 'publisher');
+  const imp = await cli(pubDir, ['import', image]);
+  root = imp.result.root;
+  log(`image ${sizeMiB} MiB (${compressible ? `${compressible * 100} % text, rest ` : ''}random), root ${root}, ` +
+    `${imp.result.blocks} blocks; links ${rateMbit} Mbit/s each way; ideal time (size/link) ${idealSeconds.toFixed(1)} s`);
+  warm(image);
+  sync();
+  setupNetwork(Math.max(...hostCounts));
+  log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf ${rateMbit} Mbit/s on every veth end`);
+
+  for (const n of hostCounts) {
+    const p = await p2pRun(n, root, pubDir);
+    rows.push(p);
+    log(`p2p  N=${String(n).padStart(2)}: all done in ${p.seconds} s (${p.vsIdeal} x ideal; first ${p.firstDone} s, median ` +
+      `${p.medianDone} s), publisher sent ${fmtMiB(p.publisherBytesSent)} MiB (${p.publisherUploadVsSize} x size), ` +
+      `CPU ${p.cpuSeconds} s (${Math.round(p.cpuUtilization * 100)} % of 2 cores)${p.failed ? `, ${p.failed} FAILED: ${p.errors[0]}` : ''}`);
+    if (!skipHttp) {
+      const h = await httpRun(n, image);
+      rows.push(h);
+      log(`http N=${String(n).padStart(2)}: all done in ${h.seconds} s (${h.vsIdeal} x ideal; first ${h.firstDone} s), ` +
+        `server sent ${fmtMiB(h.publisherBytesSent)} MiB (${h.publisherUploadVsSize} x size)${h.failed ? `, ${h.failed} FAILED: ${h.errors[0]}` : ''}`);
+    }
+  }
+
+  log('');
+  log(`image ${sizeMiB} MiB, links ${rateMbit} Mbit/s, ideal ${idealSeconds.toFixed(1)} s`);
+  table(['mode', 'hosts', 'all done s', 'x ideal', 'median s', 'publisher sent MiB', 'x size', 'CPU util'],
+    rows.map((r) => [r.mode, r.hosts, r.seconds, r.vsIdeal, r.medianDone, fmtMiB(r.publisherBytesSent ?? NaN), r.publisherUploadVsSize,
+      r.cpuUtilization ?? '']));
+  log(`goals: p2p all-done within 1.3 x ideal; publisher upload <= 1.5 x size (total ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  console.log(JSON.stringify({
+    bench: 'fanout', bytes, sizeMiB, rateMbit, compressible, idealSeconds: round(idealSeconds, 2), root,
+    machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)), rows,
+    goals: Object.fromEntries(rows.filter((r) => r.mode === 'p2p').map((r) => [r.hosts, {
+      timeWithin1_3: r.failed === 0 && r.vsIdeal <= 1.3, uploadWithin1_5: r.publisherUploadVsSize <= 1.5 }])),
+  }));
+} finally {
+  await cleanup();
+}

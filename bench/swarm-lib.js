@@ -1,0 +1,114 @@
+// Helpers for the swarm benches (exchange.js, fanout.js): generated images, long-running processes
+// (host daemons, raw libp2p peers, HTTP servers) with NDJSON on stdout, clean stops.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import { CLI, MIB } from './lib.js';
+
+/**
+ * Writes an image of `bytes` bytes: random data (incompressible), except that a `compressible`
+ * fraction of each 1 MiB is filled with repeated text (so DEFLATE on the wire has something to do
+ * when asked). compressible = 0: every byte random.
+ */
+export function makeImage(path, bytes, { compressible = 0 } = {}) {
+  const buf = Buffer.allocUnsafe(MIB);
+  const text = Buffer.from('collective-peer bench filler: the quick brown fox jumps over the lazy dog\n');
+  const textBytes = Math.floor(MIB * compressible);
+  const fd = openSync(path, 'w');
+  try {
+    for (let done = 0; done < bytes; done += MIB) {
+      randomFillSync(buf);
+      for (let o = 0; o < textBytes; o += text.length) text.copy(buf, o, 0, Math.min(text.length, textBytes - o));
+      const n = Math.min(MIB, bytes - done);
+      writeSync(fd, buf, 0, n);
+    }
+  } finally { closeSync(fd); }
+}
+
+/**
+ * A long-running child: collects stdout NDJSON events, keeps the stderr tail, can wait for an event.
+ * `wrap` is a prefix command (e.g. ['ip', 'netns', 'exec', NS]).
+ */
+export class Proc {
+  constructor(cmd, args, { env, wrap = [], name = cmd } = {}) {
+    const argv = [...wrap, cmd, ...args];
+    this.name = name;
+    this.events = [];
+    this.stderr = '';
+    this.waiters = [];
+    this.exited = false;
+    this.child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.pid = this.child.pid;
+    let partial = '';
+    this.child.stdout.setEncoding('utf8').on('data', (d) => {
+      partial += d;
+      let nl;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, nl).trim();
+        partial = partial.slice(nl + 1);
+        if (!line.startsWith('{')) continue;
+        let ev;
+        try { ev = JSON.parse(line); } catch { continue; }
+        this.events.push(ev);
+        for (const w of [...this.waiters]) if (w.pred(ev)) { this.waiters.splice(this.waiters.indexOf(w), 1); w.resolve(ev); }
+      }
+    });
+    this.child.stderr.setEncoding('utf8').on('data', (d) => { this.stderr = (this.stderr + d).slice(-8000); });
+    this.closed = new Promise((resolve) => {
+      this.child.on('close', (code, signal) => {
+        this.exited = true;
+        this.exitCode = code;
+        this.exitSignal = signal;
+        for (const w of this.waiters) w.reject(new Error(`${this.name} exited (code ${code}, signal ${signal}) ` +
+          `before ${w.what}:\n${this.stderr.trim().split('\n').slice(-6).join('\n')}`));
+        this.waiters = [];
+        resolve({ code, signal });
+      });
+    });
+  }
+
+  /** Resolves with the first event (past or future) that matches. */
+  waitFor(pred, { timeoutMs = 60_000, what = 'the event' } = {}) {
+    const seen = this.events.find(pred);
+    if (seen) return Promise.resolve(seen);
+    if (this.exited) return Promise.reject(new Error(`${this.name} already exited before ${what}`));
+    return new Promise((resolve, reject) => {
+      const w = { pred, what, resolve: (e) => { clearTimeout(t); resolve(e); }, reject: (e) => { clearTimeout(t); reject(e); } };
+      const t = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`${this.name}: timeout waiting for ${what}:\n${this.stderr.trim().split('\n').slice(-6).join('\n')}`));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  /** SIGTERM, then SIGKILL after graceMs. Resolves once the process is gone. */
+  async stop(graceMs = 20_000) {
+    if (this.exited) return this.closed;
+    try { this.child.kill('SIGTERM'); } catch { /* gone */ }
+    const t = setTimeout(() => { try { this.child.kill('SIGKILL'); } catch { /* gone */ } }, graceMs);
+    const r = await this.closed;
+    clearTimeout(t);
+    return r;
+  }
+}
+
+/**
+ * A host daemon (`collective-peer --data-dir D --listen L --no-mdns [--bootstrap B]... --json`);
+ * resolves once it printed daemon:ready, with {proc, peerId, addresses, p2p}. nodeArgs: flags for node (e.g. --cpu-prof).
+ */
+export async function startDaemon(dataDir, { listen = '/ip4/127.0.0.1/tcp/0', bootstrap = [], wrap = [], name = 'daemon', env, nodeArgs = [] } = {}) {
+  const args = [...nodeArgs, CLI, '--data-dir', dataDir, '--listen', listen, '--no-mdns', ...bootstrap.flatMap((b) => ['--bootstrap', b]), '--json'];
+  const proc = new Proc(process.execPath, args, { wrap, name, env });
+  const ready = await proc.waitFor((e) => e.type === 'daemon:ready', { timeoutMs: 60_000, what: 'daemon:ready' });
+  return { proc, peerId: ready.peerId, addresses: ready.addresses, p2p: ready.addresses.find((a) => a.includes('/p2p/')) };
+}
+
+/** CPU seconds (user + system) a live process has used so far, from /proc/PID/stat (null once gone). */
+export function cpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch { return null; }
+}
