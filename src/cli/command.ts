@@ -31,5 +31,12 @@ export const COMMANDS: Record<string, { summary: string, local?: boolean, load: 
   pull: { summary: 'fetch a root from the swarm (DHT providers, connected peers) and pin it', load: async () => await import('./commands/pull.js') },
   status: { summary: 'this host: peer id, addresses, peers, roots, transfer rates', load: async () => await import('./commands/status.js') },
   peers: { summary: 'connected peers with their addresses and bytes exchanged', load: async () => await import('./commands/peers.js') },
+  key: { summary: 'publisher keys: key create --name N | key list | key export N', load: async () => await import('./commands/key.js') },
+  publish: { summary: 'sign and announce a new version of an appliance (appliance.json)', load: async () => await import('./commands/publish.js') },
+  subscribe: { summary: 'follow an appliance: fetch each new valid version (only what changed)', load: async () => await import('./commands/subscribe.js') },
+  update: { summary: 'check the swarm for a newer version of an appliance now', load: async () => await import('./commands/update.js') },
+  rollback: { summary: 'go back to the previous version of an appliance (no network)', load: async () => await import('./commands/rollback.js') },
+  appliance: { summary: 'appliances here: appliance ls | show <id> | versions <id>', load: async () => await import('./commands/appliance.js') },
+  log: { summary: 'appliance events: accepted, refused (why), fetched, rollback', load: async () => await import('./commands/log.js') },
   car: { summary: 'CARv1 export/import (car export <cid> out.car | car import in.car)', load: async () => await import('./commands/car.js') }
 }

@@ -6,7 +6,8 @@ import { SharedExclusiveLock } from './lock.js'
 import { CONTROL_SOCKET, DaemonRunningError, type CommandRunner, type DaemonEvent, type DaemonHandle, type DaemonService, type DaemonStatus, type PeerConnection, type ServiceFactory } from './interface.js'
 import { createNode, startNode, type CollectiveNode } from '../net/node.js'
 import { createExchange, type ExchangeInit } from '../net/exchange/index.js'
-import { openStore, type Store } from '../store/index.js'
+import { collectGarbage, openStore, type Store } from '../store/index.js'
+import { Announcer, Appliances, Updater, dhtSelectors, dhtValidators } from '../publish/index.js'
 import { parseCid } from '../dag/hash.js'
 import { StoreLockedError, fromSystemError } from '../errors.js'
 import type { NetConfig } from '../net/config.js'
@@ -36,17 +37,25 @@ export class Daemon implements DaemonHandle {
   readonly store: Store
   readonly libp2p: CollectiveNode
   readonly exchange: BlockExchange
-  readonly lock = new SharedExclusiveLock()
+  readonly appliances: Appliances
+  readonly updater: Updater
+  readonly announcer: Announcer
+  readonly lock: SharedExclusiveLock
   private readonly control: ControlServer
   private readonly services: DaemonService[]
   private readonly provided = new Set<string>()
   private readonly onEvent: (event: DaemonEvent) => void
 
-  private constructor (init: DaemonInit, store: Store, libp2p: CollectiveNode, exchange: BlockExchange, services: DaemonService[]) {
+  private constructor (init: DaemonInit, parts: { store: Store, libp2p: CollectiveNode, exchange: BlockExchange, services: DaemonService[], appliances: Appliances, updater: Updater, announcer: Announcer, lock: SharedExclusiveLock }) {
+    const { store, libp2p, exchange, services } = parts
     this.dataDir = init.dataDir
     this.store = store
     this.libp2p = libp2p
     this.exchange = exchange
+    this.appliances = parts.appliances
+    this.updater = parts.updater
+    this.announcer = parts.announcer
+    this.lock = parts.lock
     this.services = services
     this.onEvent = init.onEvent ?? (() => {})
     this.control = new ControlServer(join(init.dataDir, CONTROL_SOCKET), this, init.runCommand, err => {
@@ -75,12 +84,33 @@ export class Daemon implements DaemonHandle {
     const cleanup: Array<() => Promise<void>> = [async () => { await store.close() }]
     try {
       const onEvent = init.onEvent ?? (() => {})
-      const libp2p = await createNode({ dataDir, listen: init.net.listen, bootstrap: init.net.bootstrap, mdns: init.net.mdns, onEvent, signal: init.signal })
+      const libp2p = await createNode({
+        dataDir,
+        listen: init.net.listen,
+        bootstrap: init.net.bootstrap,
+        mdns: init.net.mdns,
+        dhtRecords: { validators: dhtValidators, selectors: dhtSelectors },
+        onEvent,
+        signal: init.signal
+      })
       await startNode(libp2p)
       cleanup.unshift(async () => { await libp2p.stop() })
       const exchange = createExchange({ libp2p, blockstore: store.blocks }, { log: message => { log(message) }, ...init.exchange })
       await exchange.start()
       cleanup.unshift(async () => { await exchange.stop() })
+      const lock = new SharedExclusiveLock()
+      const appliances = new Appliances(dataDir)
+      const updater = new Updater({
+        store,
+        appliances,
+        exchange,
+        // Not awaited: the update may run inside a command that holds the lock shared.
+        collectGarbage: async () => { void lock.run(true, async () => { await collectGarbage(store.blocks, store.pins) }).catch(err => { log.error('gc after an update: %e', err) }) },
+        onEvent: event => { onEvent({ type: `appliance:${event.type}`, id: event.id, version: event.version, reason: event.reason }) }
+      })
+      const announcer = new Announcer({ libp2p, appliances, updater, lock })
+      await announcer.start()
+      cleanup.unshift(async () => { await announcer.stop() })
       const services: DaemonService[] = []
       for (const factory of init.services ?? []) {
         const service = await factory({ libp2p, store, dataDir })
@@ -89,7 +119,7 @@ export class Daemon implements DaemonHandle {
         cleanup.unshift(async () => { await service.stop() })
         onEvent({ type: 'service:started', name: service.name })
       }
-      const daemon = new Daemon(init, store, libp2p, exchange, services)
+      const daemon = new Daemon(init, { store, libp2p, exchange, services, appliances, updater, announcer, lock })
       daemon.watchPeers()
       await daemon.control.listen()
       void daemon.provideRoots()

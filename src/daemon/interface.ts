@@ -4,6 +4,7 @@ import type { BlockExchange, TransferStats } from '../net/interface.js'
 import type { Store } from '../store/index.js'
 import type { SharedExclusiveLock } from './lock.js'
 import type { Output } from '../cli/progress.js'
+import type { Announcer, Appliances, Updater } from '../publish/index.js'
 
 /** The control socket's name inside the data dir (HTTP+JSON, mode 0600). */
 export const CONTROL_SOCKET = 'control.sock'
@@ -55,6 +56,9 @@ export interface DaemonHandle {
   readonly libp2p: CollectiveNode
   readonly store: Store
   readonly exchange: BlockExchange
+  readonly appliances: Appliances
+  readonly updater: Updater
+  readonly announcer: Announcer
   /** Commands that add blocks hold it shared; gc and fsck, which delete blocks, exclusive. */
   readonly lock: SharedExclusiveLock
   /** Provide (DHT) every pinned root not yet provided: after a command may have added one. */
@@ -92,6 +96,8 @@ export type DaemonEvent =
   | { type: 'control:error', error: string }
   | { type: 'peer:connect', peer: string, address: string, direction: string }
   | { type: 'peer:disconnect', peer: string }
+  /** An announcement was accepted, refused, or its version fetched. */
+  | { type: 'appliance:accepted' | 'appliance:refused' | 'appliance:fetched', id: string, version?: number, reason?: string }
   | NodeEvent
 
 export class DaemonRunningError extends CollectiveError {

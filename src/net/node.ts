@@ -4,7 +4,7 @@ import { noise } from '@libp2p/noise'
 import { yamux } from '@libp2p/yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
-import { kadDHT, type KadDHT, type PeerInfoMapper } from '@libp2p/kad-dht'
+import { kadDHT, type KadDHT, type PeerInfoMapper, type Selectors, type Validators } from '@libp2p/kad-dht'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { mdns } from '@libp2p/mdns'
 import { CollectiveError, ExitCode } from '../errors.js'
@@ -79,6 +79,8 @@ export interface NodeInit {
   /** @default DEFAULT_MDNS */
   mdns?: boolean
   onEvent?(event: NodeEvent): void
+  /** DHT record types this swarm stores (by key namespace): how to validate them and pick the best. */
+  dhtRecords?: { validators: Validators, selectors: Selectors }
   signal?: AbortSignal
 }
 
@@ -133,6 +135,8 @@ export async function createNode (init: NodeInit = {}): Promise<CollectiveNode> 
         protocol: DHT_PROTOCOL,
         clientMode: false,
         peerInfoMapper: keepDialableAddresses,
+        validators: init.dhtRecords?.validators,
+        selectors: init.dhtRecords?.selectors,
         ...STREAM_LIMITS.dht
       }),
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, ...STREAM_LIMITS.pubsub })

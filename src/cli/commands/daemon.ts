@@ -14,6 +14,9 @@ function describe (event: DaemonEvent): string | undefined {
     case 'bootstrap:connected': return `connected to bootstrap peer ${event.address}`
     case 'bootstrap:failed': return `bootstrap peer ${event.address} unreachable: ${event.reason}`
     case 'service:failed': return `service ${event.name} failed: ${event.error}`
+    case 'appliance:accepted': return `appliance ${event.id}: v${event.version} accepted`
+    case 'appliance:fetched': return `appliance ${event.id}: v${event.version} fetched and pinned`
+    case 'appliance:refused': return `appliance ${event.id}: announcement refused: ${event.reason}`
     default: return undefined
   }
 }
