@@ -6,7 +6,8 @@ import { checkFresh, verifyEnvelope } from './signing.js'
 import { fingerprint } from './keys.js'
 import { pinVersion } from './publisher.js'
 import { fromTrusted, toTrusted, type Appliances, type ApplianceState } from './state.js'
-import { UntrustedKeyError, type Manifest, type Verified } from './interface.js'
+import { equals } from 'uint8arrays/equals'
+import { StaleVersionError, UntrustedKeyError, type Manifest, type Verified } from './interface.js'
 import type { Store } from '../store/index.js'
 import type { BlockExchange } from '../net/interface.js'
 
@@ -58,8 +59,7 @@ export class Updater {
     if (state?.subscribed !== true) return 'ignore'
     try {
       const verified = await this.verify(envelope, state)
-      this.fresh(verified.manifest, state)
-      return 'accept'
+      return await this.fresh(verified.manifest, envelope, state) === 'current' ? 'ignore' : 'accept'
     } catch (err) {
       if (!isRefusal(err)) throw err
       await this.refused(id, source, err)
@@ -75,7 +75,7 @@ export class Updater {
       let verified: Verified & { trust: ReturnType<typeof toTrusted> }
       try {
         verified = await this.verify(envelope, state)
-        if (this.fresh(verified.manifest, state) === 'current') return { status: 'current', id, version: verified.manifest.version }
+        if (await this.fresh(verified.manifest, envelope, state) === 'current') return { status: 'current', id, version: verified.manifest.version }
       } catch (err) {
         if (isRefusal(err)) await this.refused(id, source, err)
         throw err
@@ -92,12 +92,19 @@ export class Updater {
     return verified
   }
 
-  /** 'new', or 'current' for the version already fetched; throws for stale or expired ones. */
-  private fresh (manifest: Manifest, state: ApplianceState): 'new' | 'current' | 'retry' {
-    const record = state.versions.find(v => v.version === manifest.version)
-    if (record?.fetched === true && state.current === manifest.version) return 'current'
-    // Seen and recorded, but its fetch did not finish: take it again (still checking expiry).
-    if (record != null && !record.fetched && manifest.version === state.lastVersion) {
+  /**
+   * 'new'; 'current' for the very manifest already fetched; 'retry' for one recorded but not yet
+   * fetched. Throws for stale, expired, or a different manifest reusing a version number.
+   */
+  private async fresh (manifest: Manifest, envelope: Uint8Array, state: ApplianceState): Promise<'new' | 'current' | 'retry'> {
+    const record = manifest.version === state.lastVersion ? state.versions.find(v => v.version === manifest.version) : undefined
+    if (record != null) {
+      const known = await this.init.appliances.envelope(state.id, manifest.version).catch(() => undefined)
+      if (known == null || !equals(known, envelope)) {
+        throw new StaleVersionError(`${manifest.name} v${manifest.version}: a different manifest with a version already seen (replay or equivocation)`)
+      }
+      if (record.fetched) return 'current'
+      // Seen and recorded, but its fetch did not finish: take it again (still checking expiry).
       checkFresh(manifest, manifest.version - 1)
       return 'retry'
     }
