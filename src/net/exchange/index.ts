@@ -57,7 +57,9 @@ class Exchange implements BlockExchange {
         this.counters.bytesSent += bytes
         this.counters.blocksSent++
         this.peerCounter(peer).bytesSent += bytes
-      }
+      },
+      // A peer that sends bad data is dropped, whichever side of the exchange it is on.
+      onViolation: (peer, err) => { this.ban(peer, `${err.message} (on its block stream to us)`) }
     })
     this.server.compression = init.compression ?? true
   }
@@ -145,11 +147,11 @@ class Exchange implements BlockExchange {
       if (message.type === T.BLOCK) {
         const n = (this.unsolicited.get(client.key) ?? 0) + 1
         this.unsolicited.set(client.key, n)
-        if (n > (this.init.maxUnsolicited ?? 16)) this.ban(client, `${n} unsolicited blocks`)
+        if (n > (this.init.maxUnsolicited ?? 16)) this.ban(client.peer, `${n} unsolicited blocks`, client)
       }
       return
     }
-    this.ban(client, `unexpected frame 0x${message.type.toString(16)} from a server`)
+    this.ban(client.peer, `unexpected frame 0x${message.type.toString(16)} from a server`, client)
   }
 
   private onHave (client: PeerClient, message: Extract<Message, { type: typeof T.HAVE }>): void {
@@ -173,16 +175,20 @@ class Exchange implements BlockExchange {
     if (this.clients.get(client.key) === client) this.clients.delete(client.key)
     this.interested.delete(client.key)
     for (const session of this.sessions.values()) session.onPeerClosed(client)
-    if (err instanceof ProtocolError) this.ban(client, err.message)
+    if (err instanceof ProtocolError) this.ban(client.peer, err.message, client)
   }
 
-  private ban (client: PeerClient, reason: string): void {
-    if (this.isBanned(client.key)) return
-    this.log(`banning ${client.key}: ${reason}`)
-    this.banned.set(client.key, Date.now() + (this.init.banTime ?? 3_600_000))
-    client.close(new ProtocolError(reason))
-    for (const session of this.sessions.values()) session.onPeerClosed(client)
-    void this.components.libp2p.hangUp(client.peer).catch(() => {})
+  /** Bans a peer for `banTime`: closes our stream to it (`client`, or the one we hold) and hangs up. */
+  private ban (peer: PeerId, reason: string, client = this.clients.get(peer.toString())): void {
+    const key = peer.toString()
+    if (this.isBanned(key)) return
+    this.log(`banning ${key}: ${reason}`)
+    this.banned.set(key, Date.now() + (this.init.banTime ?? 3_600_000))
+    if (client != null) {
+      client.close(new ProtocolError(reason))
+      for (const session of this.sessions.values()) session.onPeerClosed(client)
+    }
+    void this.components.libp2p.hangUp(peer).catch(() => {})
   }
 
   /** What this host holds of a root: from a running pull, or from the store. */
@@ -218,7 +224,7 @@ class Exchange implements BlockExchange {
     const session = new PullSession(root, {
       store: this.components.blockstore,
       clients: () => [...this.clients.values()],
-      ban: (client, reason) => { this.ban(client, reason) },
+      ban: (client, reason) => { this.ban(client.peer, reason, client) },
       announce: (r, indices) => { this.server.announce(r, indices) },
       provide: r => { void this.provide(r).catch(() => {}) }
     }, this.init, options)

@@ -4,7 +4,7 @@ import { PROTOCOL_VERSION, T, MAX_LIST, type Message } from './messages.js'
 import { blockId } from '../../dag/hash.js'
 import { compressBlock, WIRE_COMPRESSION } from '../../dag/wire.js'
 import type { Blockstore } from '../../store/blockstore.js'
-import type { Connection, Stream } from '@libp2p/interface'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
 /** Wants a peer may have queued with us; more is a protocol violation (it ignores its window). */
@@ -17,6 +17,8 @@ export type HaveLookup = (root: CID) => Promise<Omit<Extract<Message, { type: ty
 
 export interface ServerEvents {
   onSent?(peer: string, bytes: number): void
+  /** A client broke the protocol (malformed frames, wants past its window); its stream is already aborted. */
+  onViolation?(peer: PeerId, err: ProtocolError): void
 }
 
 /** The serving half of one inbound stream. */
@@ -104,6 +106,7 @@ export class BlockServer {
       }
     } catch (err) {
       serving.channel.abort(err as Error)
+      if (err instanceof ProtocolError) this.events.onViolation?.(connection.remotePeer, err)
     } finally {
       this.serving.delete(serving)
       serving.stop()
