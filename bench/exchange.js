@@ -2,7 +2,7 @@
 // Block-exchange throughput between two hosts on loopback (no shaping), against a raw libp2p stream
 // carrying the same bytes between two nodes of the same stack, in the same run.
 //
-//   node bench/exchange.js [--size-mib N] [--runs N] [--compressible F] [--keep]
+//   node bench/exchange.js [--size-mib N] [--runs N] [--compressible F] [--no-diagnostics] [--keep]
 //
 // Setup: an image of N MiB (default 1024) of random bytes (incompressible; --compressible F fills
 // that fraction of every MiB with text) is imported into host A's data dir (default chunker).
@@ -12,6 +12,9 @@
 // raw:      bench/raw-stream-peer.js serve (A's side, reads the image file) and fetch (B's side), each a
 //           process with a node from src/net/node.ts; timed from opening the stream (connection
 //           already up) to its end. 256 KiB writes.
+// diagnostics (not the goal figure): bench/exchange-peer.js, the daemon's composition without its
+//           control socket, pulls with wire compression on and off (the CLI has no switch for it), to
+//           show what DEFLATE attempts on incompressible blocks cost.
 // The image is in the page cache for both. With --runs N the fastest run of each is reported.
 // Last stdout line: one JSON object with both figures and the ratio (goal >= 0.70).
 import { join } from 'node:path';
@@ -26,6 +29,8 @@ const sizeMiB = Number(args['size-mib'] ?? 1024);
 const runs = Math.max(1, Number(args.runs ?? 1));
 const compressible = Number(args.compressible ?? 0);
 const RAW_PEER = join(ROOT, 'bench', 'raw-stream-peer.js');
+const EX_PEER = join(ROOT, 'bench', 'exchange-peer.js');
+const diagnostics = !args['no-diagnostics'];
 
 const a = await cliAvailable();
 if (!a.ok) {
@@ -58,6 +63,7 @@ try {
 
   const rawRuns = [];
   const exRuns = [];
+  const diag = { on: [], off: [] };
   for (let i = 0; i < runs; i++) {
     // ---- raw libp2p stream ----
     {
@@ -102,16 +108,40 @@ try {
       log(`exchange run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s, ${fmtMiB(o.wireBytes)} MiB on the wire ` +
         `(CPU: sender ${o.senderCpuSeconds.toFixed(1)} s, receiver ${o.receiverCpuSeconds.toFixed(1)} s; CLI round trip ${st.seconds.toFixed(2)} s)`);
     }
+    // ---- diagnostics: the exchange without the daemon, wire compression on / off ----
+    for (const c of diagnostics ? ['on', 'off'] : []) {
+      const dataB = join(dir, `d${i}${c}`);
+      const server = track(new Proc(process.execPath, [EX_PEER, 'serve', '--data-dir', dataA, '--compression', c], { name: 'exchange-peer serve' }));
+      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+      const cpu0 = cpuSeconds(server.pid);
+      const r = await run(process.execPath, [EX_PEER, 'pull', '--data-dir', dataB, '--peer', addr, '--root', root, '--compression', c],
+        { timeoutMs: 10 * 60_000 });
+      const cpu1 = cpuSeconds(server.pid);
+      await server.stop();
+      rmrf(dataB);
+      const res = parseNdjson(r.stdout).pop();
+      if (res.size !== bytes) throw new Error(`exchange-peer pull returned ${JSON.stringify(res)}`);
+      const o = { seconds: res.seconds, mibPerSec: res.mibPerSec, wireBytes: res.wireBytes, senderCpuSeconds: cpu1 - cpu0,
+        pullProcessSeconds: r.seconds };
+      diag[c].push(o);
+      log(`diagnostic compression ${c.padEnd(3)} run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s ` +
+        `(sender CPU ${o.senderCpuSeconds.toFixed(1)} s)`);
+    }
   }
 
   const best = (xs) => xs.reduce((p, q) => (q.seconds < p.seconds ? q : p));
   const raw = best(rawRuns);
   const ex = best(exRuns);
   const ratio = ex.mibPerSec / raw.mibPerSec;
+  const dOn = diag.on.length ? best(diag.on) : null;
+  const dOff = diag.off.length ? best(diag.off) : null;
   log('');
   table(['transfer', 'seconds', 'MiB/s', 'sender CPU s'], [
     ['block exchange (daemon pull)', ex.seconds.toFixed(2), ex.mibPerSec.toFixed(0), ex.senderCpuSeconds.toFixed(1)],
     ['raw libp2p stream', raw.seconds.toFixed(2), raw.mibPerSec.toFixed(0), raw.senderCpuSeconds.toFixed(1)],
+    ...(dOn ? [['diagnostic: exchange, no daemon, compression on', dOn.seconds.toFixed(2), dOn.mibPerSec.toFixed(0), dOn.senderCpuSeconds.toFixed(1)]] : []),
+    ...(dOff ? [['diagnostic: exchange, no daemon, compression off', dOff.seconds.toFixed(2), dOff.mibPerSec.toFixed(0), dOff.senderCpuSeconds.toFixed(1)]] : []),
   ]);
   log(`exchange / raw = ${(ratio * 100).toFixed(0)} % (goal >= 70 %)`);
   console.log(JSON.stringify({
@@ -124,6 +154,13 @@ try {
     raw: { seconds: round(raw.seconds), mibPerSec: round(raw.mibPerSec, 1), senderCpuSeconds: round(raw.senderCpuSeconds, 2),
       chunkBytes: 256 * 1024, allSeconds: rawRuns.map((x) => round(x.seconds)) },
     ratio: round(ratio),
+    diagnostics: dOn && {
+      compressionOn: { seconds: round(dOn.seconds), mibPerSec: round(dOn.mibPerSec, 1), wireBytes: dOn.wireBytes,
+        senderCpuSeconds: round(dOn.senderCpuSeconds, 2), allSeconds: diag.on.map((x) => round(x.seconds)) },
+      compressionOff: { seconds: round(dOff.seconds), mibPerSec: round(dOff.mibPerSec, 1), wireBytes: dOff.wireBytes,
+        senderCpuSeconds: round(dOff.senderCpuSeconds, 2), allSeconds: diag.off.map((x) => round(x.seconds)) },
+      ratioCompressionOff: round(dOff.mibPerSec / raw.mibPerSec),
+    },
   }));
 } finally {
   await cleanup();

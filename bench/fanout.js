@@ -3,7 +3,7 @@
 // single-source HTTP server under the same shaping, in the same run.
 //
 //   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
-//                        [--skip-http] [--keep]
+//                        [--skip-http] [--cpu-prof DIR] [--keep]
 //
 // Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
 // `eth0` whose peer sits in a bridge namespace on bridge br0; addresses 10.213.0.0/24 exist only
@@ -21,6 +21,7 @@
 //         per host namespace) download it at once to a file in the host's dir.
 // Ideal time = image size / link rate (every host downloads at its full link rate). The image is
 // random bytes (incompressible; --compressible F fills that fraction of each MiB with text).
+// --cpu-prof DIR: every daemon writes a V8 CPU profile there (diagnosis; slows them a little).
 // Last stdout line: one JSON object with every row.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
@@ -37,6 +38,7 @@ const sizeMiB = Number(args['size-mib'] ?? 256);
 const rateMbit = Number(args['rate-mbit'] ?? 200);
 const compressible = Number(args.compressible ?? 0);
 const skipHttp = Boolean(args['skip-http']);
+const nodeArgs = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : [];
 const bytes = sizeMiB * MIB;
 const idealSeconds = (bytes * 8) / (rateMbit * 1e6);
 const SUBNET = '10.213.0';
@@ -128,6 +130,9 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.once(sig, () => { log(`${sig}: cleaning up`); cleanup().finally(() => process.exit(130)); });
 }
 
+/** The useful line of a failed command's error: its last stderr line, not the command. */
+const errorLine = (err) => String(err?.message ?? err).trim().split('\n').filter((l) => l.trim()).pop();
+
 /** Total CPU seconds used by these processes since `before` (a Map pid -> seconds). */
 const cpuMark = (ps) => new Map(ps.map((p) => [p.pid, cpuSeconds(p.pid) ?? 0]));
 const cpuSince = (ps, before) => ps.reduce((n, p) => n + Math.max(0, (cpuSeconds(p.pid) ?? before.get(p.pid)) - before.get(p.pid)), 0);
@@ -136,12 +141,13 @@ async function p2pRun(n, root, pubDir) {
   const runDir = join(dir, `p2p-${n}`);
   mkdirSync(runDir, { recursive: true });
   const timeoutMs = Math.max(180_000, idealSeconds * 8_000);
-  const pub = await startDaemon(pubDir, { listen: `/ip4/${PUB_IP}/tcp/4001`, wrap: ['ip', 'netns', 'exec', PUB], name: 'publisher' });
+  const pub = await startDaemon(pubDir, { listen: `/ip4/${PUB_IP}/tcp/4001`, wrap: ['ip', 'netns', 'exec', PUB], name: 'publisher', nodeArgs });
   track(pub.proc);
+  if (nodeArgs.length) log(`N=${n}: publisher pid ${pub.proc.pid} (profiles: CPU.*.<pid>.*.cpuprofile)`);
   const hosts = await Promise.all(Array.from({ length: n }, async (_, k) => {
     const i = k + 1;
     const d = await startDaemon(join(runDir, `h${i}`), {
-      listen: `/ip4/${hostIp(i)}/tcp/4001`, bootstrap: [pub.p2p], wrap: ['ip', 'netns', 'exec', hostNs(i)], name: `host ${i}`,
+      listen: `/ip4/${hostIp(i)}/tcp/4001`, bootstrap: [pub.p2p], wrap: ['ip', 'netns', 'exec', hostNs(i)], name: `host ${i}`, nodeArgs,
     });
     track(d.proc);
     await d.proc.waitFor((e) => e.type === 'peer:connect' || e.type === 'bootstrap:connected', { what: 'a connection to the publisher' });
@@ -171,7 +177,7 @@ async function p2pRun(n, root, pubDir) {
     hostsBytesReceived: hostStatus.reduce((s, x) => s + (x.transfer?.bytesReceived ?? 0), 0),
     hostPeers: hostStatus.map((x) => x.peers),
     pullPeers: ok.map((r) => r.peers),
-    failed: failed.length, errors: failed.slice(0, 3).map((r) => String(r.reason?.message ?? r.reason).split('\n')[0]),
+    failed: failed.length, errors: failed.slice(0, 3).map((r) => errorLine(r.reason)),
     cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2),
   };
   rmrf(runDir);
@@ -206,7 +212,7 @@ async function httpRun(n, image) {
     mode: 'http', hosts: n, seconds: round(seconds, 2), vsIdeal: round(seconds / idealSeconds, 2),
     firstDone: round(times[0], 2), medianDone: round(times[Math.floor(times.length / 2)], 2),
     publisherBytesSent: stopped?.bytesSent ?? null, publisherUploadVsSize: round((stopped?.bytesSent ?? NaN) / bytes, 3),
-    failed: failed.length, errors: failed.slice(0, 3).map((r) => String(r.reason?.message ?? r.reason).split('\n')[0]),
+    failed: failed.length, errors: failed.slice(0, 3).map((r) => errorLine(r.reason)),
     serverCpuSeconds: round(cpu, 1),
   };
 }

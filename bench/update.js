@@ -30,7 +30,7 @@ const appFile = (v, image) => {
 };
 
 async function current(dataDir, id) {
-  const r = await cli(dataDir, ['appliance', 'ls', '--json'], { measureRss: false });
+  const r = await cli(dataDir, ['appliance', 'ls'], { measureRss: false });
   return r.events.find((l) => l.id === id)?.current;
 }
 
