@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// A diagnostic host for bench/exchange.js: the same composition as the daemon (src/net/node.ts node,
+// the store of a data dir, the block exchange of src/net/exchange) without the control socket, so
+// that exchange options the CLI does not expose can be measured (--compression off).
+//
+//   node bench/exchange-peer.js serve --data-dir D [--listen MULTIADDR] [--compression on|off]
+//       prints {"type":"ready","peerId","addresses"}; serves until SIGTERM, then prints
+//       {"type":"stopped","transfer":{...}}.
+//   node bench/exchange-peer.js pull --data-dir D --peer MULTIADDR --root CID [--compression on|off] [--window BYTES]
+//       connects (untimed), then times exchange.pull(root); last line {"seconds","mibPerSec",...result}.
+import '../dist/util/polyfill.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createNode, startNode } from '../dist/net/node.js'
+import { createExchange } from '../dist/net/exchange/index.js'
+import { openStore } from '../dist/store/index.js'
+import { parseCid } from '../dist/dag/hash.js'
+import { parseArgs } from './lib.js'
+
+const [mode, ...rest] = process.argv.slice(2)
+const args = parseArgs(rest)
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
+const compression = String(args.compression ?? 'on') !== 'off'
+
+const store = await openStore(String(args['data-dir']))
+const node = await createNode({ listen: [String(args.listen ?? '/ip4/127.0.0.1/tcp/0')], mdns: false })
+await startNode(node)
+const window = args.window != null ? Number(args.window) : undefined // per-peer request window of a pull
+const exchange = createExchange({ libp2p: node, blockstore: store.blocks }, { compression, window })
+await exchange.start()
+const stop = async () => {
+  await exchange.stop()
+  await node.stop()
+  await store.close()
+}
+
+if (mode === 'serve') {
+  out({ type: 'ready', peerId: node.peerId.toString(), addresses: node.getMultiaddrs().map(String) })
+  await new Promise((resolve) => {
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
+  })
+  out({ type: 'stopped', transfer: exchange.stats() })
+  await stop()
+} else if (mode === 'pull') {
+  await node.dial(multiaddr(String(args.peer)))
+  const t0 = performance.now()
+  const r = await exchange.pull(parseCid(String(args.root)))
+  const seconds = (performance.now() - t0) / 1000
+  await stop()
+  out({ seconds, mibPerSec: r.size / 1048576 / seconds, root: r.root.toString(), size: r.size, blocks: r.blocks,
+    bytesFetched: r.bytesFetched, wireBytes: r.wireBytes, peers: r.peers })
+} else {
+  console.error('usage: exchange-peer.js serve|pull ...')
+  process.exit(2)
+}
