@@ -1,3 +1,4 @@
+import type { PullProgressEvent } from '../net/interface.js'
 /** Where output goes: the process's streams, or a daemon's reply to a forwarded command. */
 export interface Output {
   write(chunk: string | Uint8Array): boolean
@@ -66,5 +67,16 @@ export class ProgressRenderer {
 
   done (): void {
     this.clear()
+  }
+}
+
+/** Renders a pull's progress events (bar on a TTY, NDJSON with --json). */
+export function pullProgress (ctx: { progress: ProgressRenderer, emit(object: unknown): void }): (event: PullProgressEvent) => void {
+  return event => {
+    if (event.type === 'pull:progress') {
+      ctx.progress.update({ label: 'pull', done: event.bytesFetched, total: event.bytesTotal, extra: `${event.peers} peers` }, event)
+    } else {
+      ctx.emit(event)
+    }
   }
 }

@@ -1,7 +1,7 @@
 import { logger } from '@libp2p/logger'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { dhtKey } from './records.js'
-import { isRefusal, type Updater, type UpdateResult } from './updater.js'
+import { isRefusal, type ConsiderOptions, type Updater, type UpdateResult } from './updater.js'
 import type { Appliances } from './state.js'
 import type { CollectiveNode } from '../net/node.js'
 import type { SharedExclusiveLock } from '../daemon/lock.js'
@@ -114,7 +114,7 @@ export class Announcer {
   }
 
   /** The latest version the DHT holds, considered as an announcement. */
-  async check (id: string, options: { signal?: AbortSignal } = {}): Promise<UpdateResult | undefined> {
+  async check (id: string, options: ConsiderOptions = {}): Promise<UpdateResult | undefined> {
     let envelope: Uint8Array
     try {
       envelope = await this.init.libp2p.contentRouting.get(dhtKey(id), { signal: options.signal ?? AbortSignal.timeout(30_000) })

@@ -9,7 +9,7 @@ import { fromTrusted, toTrusted, type Appliances, type ApplianceState } from './
 import { equals } from 'uint8arrays/equals'
 import { StaleVersionError, UntrustedKeyError, type Manifest, type Verified } from './interface.js'
 import type { Store } from '../store/index.js'
-import type { BlockExchange } from '../net/interface.js'
+import type { BlockExchange, PullProgressEvent } from '../net/interface.js'
 
 const log = logger('collective:update')
 
@@ -30,6 +30,12 @@ export interface UpdaterInit {
   /** Frees blocks no pin needs, after older versions were unpinned. */
   collectGarbage?(): Promise<void>
   onEvent?(event: { type: 'accepted' | 'refused' | 'fetched', id: string, version?: number, reason?: string }): void
+}
+
+export interface ConsiderOptions {
+  signal?: AbortSignal
+  /** The fetch's progress (one pull per disk and boot file). */
+  onProgress?(event: PullProgressEvent): void
 }
 
 /** Error codes that mean "this announcement is refused" (as opposed to "fetching it failed"). */
@@ -68,7 +74,7 @@ export class Updater {
     }
   }
 
-  async consider (envelope: Uint8Array, id: string, source: string, options: { signal?: AbortSignal } = {}): Promise<UpdateResult> {
+  async consider (envelope: Uint8Array, id: string, source: string, options: ConsiderOptions = {}): Promise<UpdateResult> {
     return await this.mutex.run(async () => {
       const state = await this.init.appliances.get(id)
       if (state?.subscribed !== true) return { status: 'ignored', id }
@@ -118,7 +124,7 @@ export class Updater {
     await this.init.appliances.log({ type: 'refused', id, source, code: err.code, reason: err.message })
   }
 
-  private async fetch (state: ApplianceState, verified: Verified & { trust: ReturnType<typeof toTrusted> }, source: string, options: { signal?: AbortSignal }): Promise<UpdateResult> {
+  private async fetch (state: ApplianceState, verified: Verified & { trust: ReturnType<typeof toTrusted> }, source: string, options: ConsiderOptions): Promise<UpdateResult> {
     const { manifest } = verified
     const { appliances, exchange, store } = this.init
     // Persist "seen" first: after a crash or restart, this version and older ones stay refused.
@@ -136,7 +142,7 @@ export class Updater {
     const roots = [...manifest.disks.map(d => d.root), ...[manifest.vm.kernel, manifest.vm.initrd].filter(b => b != null).map(b => b!.root)]
     let bytesFetched = 0
     try {
-      for (const root of roots) bytesFetched += (await exchange.pull(root, { signal: options.signal })).bytesFetched
+      for (const root of roots) bytesFetched += (await exchange.pull(root, { signal: options.signal, onProgress: options.onProgress })).bytesFetched
     } catch (err) {
       await appliances.log({ type: 'failed', id: state.id, version: manifest.version, code: (err as CollectiveError).code, reason: (err as Error).message })
       throw err

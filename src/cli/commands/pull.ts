@@ -6,7 +6,8 @@ import { loadNetConfig } from '../../net/config.js'
 import { createNode, startNode } from '../../net/node.js'
 import { createExchange } from '../../net/exchange/index.js'
 import { UsageError } from '../../errors.js'
-import type { BlockExchange, PullProgressEvent } from '../../net/interface.js'
+import type { BlockExchange } from '../../net/interface.js'
+import { pullProgress } from '../progress.js'
 import type { Command } from '../command.js'
 import type { Context } from '../context.js'
 
@@ -62,13 +63,7 @@ JSON: {"type": "pull:progress", ...} events, then {"root", "size", "blocks", "by
     const result = await withExchange(ctx, values, async exchange => await exchange.pull(root, {
       signal: ctx.signal,
       findTimeout,
-      onProgress: (event: PullProgressEvent) => {
-        if (event.type === 'pull:progress') {
-          ctx.progress.update({ label: 'pull', done: event.bytesFetched, total: event.bytesTotal, extra: `${event.peers} peers` }, event)
-        } else {
-          ctx.emit(event)
-        }
-      }
+      onProgress: pullProgress(ctx)
     }))
     const store = await ctx.openStore()
     const reader = await DiskReader.open(root, store.blocks)

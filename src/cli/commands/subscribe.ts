@@ -1,6 +1,7 @@
 import { parseCid } from '../../dag/hash.js'
 import { appliancesOf } from '../appliances.js'
 import { UsageError } from '../../errors.js'
+import { pullProgress } from '../progress.js'
 import type { Command } from '../command.js'
 
 const command: Command = {
@@ -26,7 +27,7 @@ JSON result: {"id", "subscribed", "update": {...} | null}`,
     let update = null
     if (ctx.daemon != null && state.subscribed) {
       ctx.daemon.announcer.follow(id)
-      update = await ctx.daemon.announcer.check(id, { signal: ctx.signal }) ?? null
+      update = await ctx.daemon.announcer.check(id, { signal: ctx.signal, onProgress: pullProgress(ctx) }) ?? null
     } else if (state.subscribed) {
       ctx.note('no daemon is running: the daemon follows this appliance when it starts')
     }

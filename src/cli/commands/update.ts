@@ -1,5 +1,6 @@
 import { findAppliance } from '../appliances.js'
 import { NoDaemonError } from '../../daemon/interface.js'
+import { pullProgress } from '../progress.js'
 import type { Command } from '../command.js'
 
 const command: Command = {
@@ -10,7 +11,7 @@ const command: Command = {
   async run (ctx, [ref]) {
     if (ctx.daemon == null) throw new NoDaemonError(ctx.dataDir)
     const state = await findAppliance(ctx, ref!)
-    const update = await ctx.daemon.announcer.check(state.id, { signal: ctx.signal })
+    const update = await ctx.daemon.announcer.check(state.id, { signal: ctx.signal, onProgress: pullProgress(ctx) })
     const after = await ctx.daemon.appliances.require(state.id)
     const roots = update?.status === 'updated' ? update.roots : []
     const bytesFetched = update?.status === 'updated' ? update.bytesFetched : 0
