@@ -38,5 +38,11 @@ export const COMMANDS: Record<string, { summary: string, local?: boolean, load: 
   rollback: { summary: 'go back to the previous version of an appliance (no network)', load: async () => await import('./commands/rollback.js') },
   appliance: { summary: 'appliances here: appliance ls | show <id> | versions <id>', load: async () => await import('./commands/appliance.js') },
   log: { summary: 'appliance events: accepted, refused (why), fetched, rollback', load: async () => await import('./commands/log.js') },
+  run: { summary: 'boot a disk under QEMU (NBD from the store, copy-on-write layer, serial console)', local: true, load: async () => await import('./commands/run.js') },
+  start: { summary: 'start a VM in the daemon and return (run --detach)', load: async () => await import('./commands/start.js') },
+  ps: { summary: 'list VMs: state, pid, accelerator, memory, layer size, forwards', local: true, load: async () => await import('./commands/ps.js') },
+  console: { summary: "a VM's serial console: the log so far, then live (Ctrl-] detaches)", local: true, load: async () => await import('./commands/console.js') },
+  stop: { summary: 'shut a VM down (ACPI power button, kill after a timeout): stop <vm>|--all', local: true, load: async () => await import('./commands/stop.js') },
+  reset: { summary: "discard a stopped VM's copy-on-write layer", local: true, load: async () => await import('./commands/reset.js') },
   car: { summary: 'CARv1 export/import (car export <cid> out.car | car import in.car)', load: async () => await import('./commands/car.js') }
 }

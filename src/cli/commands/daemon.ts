@@ -1,6 +1,7 @@
 import { Daemon } from '../../daemon/daemon.js'
 import { runCommand } from '../main.js'
 import { loadNetConfig } from '../../net/config.js'
+import { runtimeService } from '../../runtime/index.js'
 import type { DaemonEvent } from '../../daemon/interface.js'
 import type { Command } from '../command.js'
 import type { Context } from '../context.js'
@@ -55,6 +56,7 @@ JSON: one event per line: {"type": "daemon:ready", "peerId", "addresses"}, peer 
       net,
       onEvent,
       signal: ctx.signal,
+      services: [runtimeService()],
       runCommand: async (request, output, signal) => await runCommand(request.argv, { ...output, cwd: request.cwd }, signal, daemon)
     })
     if (!ctx.signal.aborted) await new Promise<void>(resolve => { ctx.signal.addEventListener('abort', () => { resolve() }, { once: true }) })
