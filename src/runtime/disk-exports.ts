@@ -7,6 +7,8 @@ import type { NbdExport } from './interface.js'
 /** Where the exports' blocks come from: the store (and, for lazy boot, the swarm behind it). */
 export interface ExportBlocks extends BlockGetter {
   has(cid: CID): Promise<boolean>
+  /** Many blocks at once (the store batches index lookups and coalesces pack reads). */
+  getMany?(cids: CID[], options?: { signal?: AbortSignal }): Promise<Uint8Array[]>
 }
 
 /**

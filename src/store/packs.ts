@@ -11,6 +11,10 @@ import { fromSystemError } from '../errors.js'
 export const RECORD_HEADER = 5
 /** A pack is closed and a new one started past this size; GC rewrites packs one at a time. */
 export const PACK_LIMIT = 256 * 1024 * 1024
+/** readMany: records at most this far apart are read together (a record header is ~40 bytes). */
+const COALESCE_GAP = 4096
+/** readMany: the most one coalesced pread reads. */
+const COALESCE_MAX = 8 * 1024 * 1024
 
 export interface Location {
   pack: number
@@ -24,7 +28,8 @@ export function packName (id: number): string {
 
 export class PackFiles {
   readonly dir: string
-  private readonly readers = new Map<number, FileHandle>()
+  /** Open promises, not handles: concurrent first reads of a pack share one open (no leaked fd). */
+  private readonly readers = new Map<number, Promise<FileHandle>>()
 
   constructor (dir: string) {
     this.dir = dir
@@ -42,10 +47,11 @@ export class PackFiles {
   private async reader (id: number): Promise<FileHandle> {
     let fd = this.readers.get(id)
     if (fd == null) {
-      fd = await open(this.path(id), 'r')
+      fd = open(this.path(id), 'r')
       this.readers.set(id, fd)
+      fd.catch(() => { this.readers.delete(id) })
     }
-    return fd
+    return await fd
   }
 
   /** Reads a payload; a short read (a pack cut short under the index) is reported as such. */
@@ -61,15 +67,51 @@ export class PackFiles {
     return buf
   }
 
+  /**
+   * Reads many payloads; those within COALESCE_GAP of each other in the same pack are read with one
+   * pread (their record headers are read and skipped). Undefined where a pack was cut short.
+   */
+  async readMany (locations: Location[]): Promise<Array<Uint8Array | undefined>> {
+    const out: Array<Uint8Array | undefined> = new Array(locations.length)
+    const order = locations.map((_, i) => i).sort((a, b) => {
+      const x = locations[a]!
+      const y = locations[b]!
+      return x.pack - y.pack || x.offset - y.offset
+    })
+    const reads: Array<Promise<void>> = []
+    for (let i = 0; i < order.length;) {
+      const first = locations[order[i]!]!
+      let end = first.offset + first.length
+      let j = i + 1
+      while (j < order.length) {
+        const next = locations[order[j]!]!
+        if (next.pack !== first.pack || next.offset - end > COALESCE_GAP || next.offset + next.length - first.offset > COALESCE_MAX) break
+        end = Math.max(end, next.offset + next.length)
+        j++
+      }
+      const members = order.slice(i, j)
+      reads.push((async () => {
+        const span = await this.read({ pack: first.pack, offset: first.offset, length: end - first.offset })
+        for (const k of members) {
+          const loc = locations[k]!
+          out[k] = span?.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length)
+        }
+      })())
+      i = j
+    }
+    await Promise.all(reads)
+    return out
+  }
+
   async remove (id: number): Promise<void> {
     const fd = this.readers.get(id)
     this.readers.delete(id)
-    await fd?.close()
+    await fd?.then(async f => { await f.close() }, () => {})
     await unlink(this.path(id)).catch(() => {})
   }
 
   async close (): Promise<void> {
-    for (const fd of this.readers.values()) await fd.close().catch(() => {})
+    for (const fd of this.readers.values()) await fd.then(async f => { await f.close() }).catch(() => {})
     this.readers.clear()
   }
 }
