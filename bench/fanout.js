@@ -3,7 +3,7 @@
 // single-source HTTP server under the same shaping, in the same run.
 //
 //   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
-//                        [--skip-http] [--cpu-prof DIR] [--keep]
+//                        [--skip-http] [--cpu-prof DIR] [--log-dir DIR] [--keep]
 //
 // Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
 // `eth0` whose peer sits in a bridge namespace on bridge br0; addresses 10.213.0.0/24 exist only
@@ -22,6 +22,7 @@
 // Ideal time = image size / link rate (every host downloads at its full link rate). The image is
 // random bytes (incompressible; --compressible F fills that fraction of each MiB with text).
 // --cpu-prof DIR: every daemon writes a V8 CPU profile there (diagnosis; slows them a little).
+// --log-dir DIR: daemons run with DEBUG=collective:* and their stderr goes to DIR/<N>-<host>.log.
 // Last stdout line: one JSON object with every row.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
@@ -39,6 +40,9 @@ const rateMbit = Number(args['rate-mbit'] ?? 200);
 const compressible = Number(args.compressible ?? 0);
 const skipHttp = Boolean(args['skip-http']);
 const nodeArgs = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : [];
+const logDir = args['log-dir'] ? String(args['log-dir']) : null;
+if (logDir) mkdirSync(logDir, { recursive: true });
+const daemonLog = (n, name) => (logDir ? { env: { DEBUG: 'collective:*' }, stderrFile: join(logDir, `${n}-${name}.log`) } : {});
 const bytes = sizeMiB * MIB;
 const idealSeconds = (bytes * 8) / (rateMbit * 1e6);
 const SUBNET = '10.213.0';
@@ -141,13 +145,13 @@ async function p2pRun(n, root, pubDir) {
   const runDir = join(dir, `p2p-${n}`);
   mkdirSync(runDir, { recursive: true });
   const timeoutMs = Math.max(180_000, idealSeconds * 8_000);
-  const pub = await startDaemon(pubDir, { listen: `/ip4/${PUB_IP}/tcp/4001`, wrap: ['ip', 'netns', 'exec', PUB], name: 'publisher', nodeArgs });
+  const pub = await startDaemon(pubDir, { listen: `/ip4/${PUB_IP}/tcp/4001`, wrap: ['ip', 'netns', 'exec', PUB], name: 'publisher', nodeArgs, ...daemonLog(n, 'publisher') });
   track(pub.proc);
   if (nodeArgs.length) log(`N=${n}: publisher pid ${pub.proc.pid} (profiles: CPU.*.<pid>.*.cpuprofile)`);
   const hosts = await Promise.all(Array.from({ length: n }, async (_, k) => {
     const i = k + 1;
     const d = await startDaemon(join(runDir, `h${i}`), {
-      listen: `/ip4/${hostIp(i)}/tcp/4001`, bootstrap: [pub.p2p], wrap: ['ip', 'netns', 'exec', hostNs(i)], name: `host ${i}`, nodeArgs,
+      listen: `/ip4/${hostIp(i)}/tcp/4001`, bootstrap: [pub.p2p], wrap: ['ip', 'netns', 'exec', hostNs(i)], name: `host ${i}`, nodeArgs, ...daemonLog(n, `h${i}`),
     });
     track(d.proc);
     await d.proc.waitFor((e) => e.type === 'peer:connect' || e.type === 'bootstrap:connected', { what: 'a connection to the publisher' });

@@ -1,7 +1,7 @@
 // Helpers for the swarm benches (exchange.js, fanout.js): generated images, long-running processes
 // (host daemons, raw libp2p peers, HTTP servers) with NDJSON on stdout, clean stops.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, readFileSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { CLI, MIB } from './lib.js';
 
@@ -30,7 +30,7 @@ export function makeImage(path, bytes, { compressible = 0 } = {}) {
  * `wrap` is a prefix command (e.g. ['ip', 'netns', 'exec', NS]).
  */
 export class Proc {
-  constructor(cmd, args, { env, wrap = [], name = cmd } = {}) {
+  constructor(cmd, args, { env, wrap = [], name = cmd, stderrFile } = {}) {
     const argv = [...wrap, cmd, ...args];
     this.name = name;
     this.events = [];
@@ -53,7 +53,9 @@ export class Proc {
         for (const w of [...this.waiters]) if (w.pred(ev)) { this.waiters.splice(this.waiters.indexOf(w), 1); w.resolve(ev); }
       }
     });
-    this.child.stderr.setEncoding('utf8').on('data', (d) => { this.stderr = (this.stderr + d).slice(-8000); });
+    const log = stderrFile ? createWriteStream(stderrFile, { flags: 'a' }) : null;
+    this.child.stderr.setEncoding('utf8').on('data', (d) => { this.stderr = (this.stderr + d).slice(-8000); log?.write(d); });
+    this.child.on('close', () => log?.end());
     this.closed = new Promise((resolve) => {
       this.child.on('close', (code, signal) => {
         this.exited = true;
@@ -97,9 +99,9 @@ export class Proc {
  * A host daemon (`collective-peer --data-dir D --listen L --no-mdns [--bootstrap B]... --json`);
  * resolves once it printed daemon:ready, with {proc, peerId, addresses, p2p}. nodeArgs: flags for node (e.g. --cpu-prof).
  */
-export async function startDaemon(dataDir, { listen = '/ip4/127.0.0.1/tcp/0', bootstrap = [], wrap = [], name = 'daemon', env, nodeArgs = [] } = {}) {
+export async function startDaemon(dataDir, { listen = '/ip4/127.0.0.1/tcp/0', bootstrap = [], wrap = [], name = 'daemon', env, nodeArgs = [], stderrFile } = {}) {
   const args = [...nodeArgs, CLI, '--data-dir', dataDir, '--listen', listen, '--no-mdns', ...bootstrap.flatMap((b) => ['--bootstrap', b]), '--json'];
-  const proc = new Proc(process.execPath, args, { wrap, name, env });
+  const proc = new Proc(process.execPath, args, { wrap, name, env, stderrFile });
   const ready = await proc.waitFor((e) => e.type === 'daemon:ready', { timeoutMs: 60_000, what: 'daemon:ready' });
   return { proc, peerId: ready.peerId, addresses: ready.addresses, p2p: ready.addresses.find((a) => a.includes('/p2p/')) };
 }

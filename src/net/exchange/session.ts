@@ -73,6 +73,10 @@ interface PeerState {
   timeouts: number
   dropped: boolean
   cursor: number
+  /** When this peer last delivered a block we asked for. */
+  lastBlockAt: number
+  /** Requests we gave up on (timed out, or the peer was dropped) and cancelled: a copy may still be on the wire. */
+  abandoned: Set<string>
 }
 
 /** One pull of one root: rarest first from many peers, endgame, deadlines, verify before store. */
@@ -218,7 +222,7 @@ export class PullSession {
   private peerState (client: PeerClient): PeerState {
     let state = this.peers.get(client.key)
     if (state == null) {
-      state = { client, inflight: new Map(), inflightBytes: 0, window: this.opts.window, timeouts: 0, dropped: false, cursor: 0 }
+      state = { client, inflight: new Map(), inflightBytes: 0, window: this.opts.window, timeouts: 0, dropped: false, cursor: 0, lastBlockAt: Date.now(), abandoned: new Set() }
       this.peers.set(client.key, state)
     }
     return state
@@ -237,7 +241,8 @@ export class PullSession {
   /** A peer's HAVE for our root arrived or changed. */
   onHave (client: PeerClient): void {
     this.peerState(client)
-    this.rebuildOrder()
+    // Rebuilding is O(items × peers): with many peers announcing every flush, at most once a tick.
+    this.orderStale = true
     this.schedule()
   }
 
@@ -251,8 +256,16 @@ export class PullSession {
 
   private release (peer: PeerState): void {
     for (const { item } of peer.inflight.values()) this.unassign(peer, item)
+    this.abandon(peer, [...peer.inflight.values()].map(e => e.item))
     peer.inflight.clear()
     peer.inflightBytes = 0
+  }
+
+  /** Cancels requests we stopped waiting for; a copy already on the wire is then not "unsolicited". */
+  private abandon (peer: PeerState, items: Item[]): void {
+    if (items.length === 0 || peer.client.closed) return
+    for (const item of items) peer.abandoned.add(item.id)
+    void peer.client.cancel(items.map(i => i.cid)).catch(() => {})
   }
 
   private unassign (peer: PeerState, item: Item): void {
@@ -282,11 +295,19 @@ export class PullSession {
     }
     if (message.type !== T.BLOCK) return false
     const id = blockId(message.cid)
-    const entry = peer.inflight.get(id)
-    // A late endgame copy (cancelled after another peer delivered) is benign; anything else is not ours.
-    if (entry == null) return this.items.get(id)?.state === 'done'
-    peer.inflight.delete(id)
-    peer.inflightBytes -= cost(entry.item)
+    let entry = peer.inflight.get(id)
+    if (entry == null && peer.abandoned.delete(id)) {
+      // The answer to a request we timed out (and cancelled): still a block we may need.
+      const late = this.items.get(id)
+      if (late == null || late.state === 'done') return true
+      entry = { item: late, sentAt: 0 }
+    } else if (entry == null) {
+      // A late endgame copy (cancelled after another peer delivered) is benign; anything else is not ours.
+      return this.items.get(id)?.state === 'done'
+    } else {
+      peer.inflight.delete(id)
+      peer.inflightBytes -= cost(entry.item)
+    }
     const item = entry.item
     item.at.delete(peer)
     let bytes: Uint8Array
@@ -304,6 +325,7 @@ export class PullSession {
       return true
     }
     peer.timeouts = 0
+    peer.lastBlockAt = Date.now()
     this.lastUseful = Date.now()
     if (item.state !== 'done') {
       item.state = 'done'
@@ -333,6 +355,8 @@ export class PullSession {
 
   /** Rarest first: order pending items by how many peers hold them, ties in a per-session rotation. */
   private rebuildOrder (): void {
+    this.orderStale = false
+    this.rebuiltAt = Date.now()
     const peers = [...this.peers.values()].filter(p => !p.dropped)
     const pending = this.order.filter(i => i.state !== 'done')
     for (const item of pending) item.holders = peers.reduce((n, p) => n + (this.has(p, item) ? 1 : 0), 0)
@@ -368,6 +392,8 @@ export class PullSession {
   }
 
   private scheduled = false
+  private orderStale = false
+  private rebuiltAt = 0
 
   private schedule (): void {
     if (this.scheduled) return
@@ -379,12 +405,15 @@ export class PullSession {
   }
 
   private fill (): void {
+    if (this.orderStale && Date.now() - this.rebuiltAt >= TICK) this.rebuildOrder()
     const peers = [...this.peers.values()].filter(p => !p.dropped && !p.client.closed).sort((a, b) => a.inflightBytes - b.inflightBytes)
+    // Counting pending items is O(items): once per fill, not once per peer that has nothing to give.
+    let endgame: boolean | undefined
     for (const peer of peers) {
       const batch: CID[] = []
       const priority = this.skeleton == null ? Priority.Demand : Priority.Background
       while (peer.inflightBytes < peer.window) {
-        const item = this.pick(peer) ?? (this.pending() === 0 ? this.pickEndgame(peer) : undefined)
+        const item = this.pick(peer) ?? ((endgame ??= this.pending() === 0) ? this.pickEndgame(peer) : undefined)
         if (item == null) break
         item.state = 'inflight'
         item.at.add(peer)
@@ -407,14 +436,19 @@ export class PullSession {
     const now = Date.now()
     if (this.bufferBytes > 0) void this.flush().catch(() => {})
     for (const peer of this.peers.values()) {
-      let expired = false
+      // A peer answers in order: while it keeps delivering, requests queued behind others are not late
+      // (at 2 Mbit/s, a 4 MiB window takes 17 s to drain). Only a peer that delivered nothing for
+      // requestTimeout has its requests moved elsewhere, and cancelled.
+      const expiredItems: Item[] = []
       for (const [id, { item, sentAt }] of peer.inflight) {
-        if (now - sentAt < this.opts.requestTimeout) continue
+        if (now - Math.max(sentAt, peer.lastBlockAt) < this.opts.requestTimeout) continue
         peer.inflight.delete(id)
         peer.inflightBytes -= cost(item)
         this.unassign(peer, item)
-        expired = true
+        expiredItems.push(item)
       }
+      const expired = expiredItems.length > 0
+      if (expired && !peer.dropped) this.abandon(peer, expiredItems)
       if (expired) {
         peer.timeouts++
         peer.window = Math.max(256 * 1024, peer.window / 2)
