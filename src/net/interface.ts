@@ -26,6 +26,15 @@ export interface PullResult {
   peers: number
 }
 
+/** A fetch of particular blocks now (a booting VM's reads), outside any pull. */
+export interface FetchOptions {
+  signal?: AbortSignal
+  /** @default 0 (demand: peers serve it before prefetch and background pulls) */
+  priority?: 0 | 1 | 2
+  /** Give up when no peer has sent a block for this long (ms). @default 30 s */
+  timeoutMs?: number
+}
+
 export interface TransferStats {
   bytesSent: number
   bytesReceived: number
@@ -45,6 +54,12 @@ export interface BlockExchange {
   stop(): Promise<void>
   /** Fetches every block of the disk DAG `root` that the store lacks; does not pin. */
   pull(root: CID, options?: PullOptions): Promise<PullResult>
+  /**
+   * Fetches blocks of the disk DAG `root` now, at demand priority, from peers that hold `root`
+   * (connected peers and DHT providers): verified, stored, returned in order. Blocks already in the
+   * store are read from it. Rejects with ERR_BLOCK_MISSING when no peer sends one in time.
+   */
+  fetch(root: CID, cids: CID[], options?: FetchOptions): Promise<Uint8Array[]>
   /** Announces that this host holds `root` (DHT provider record, refreshed while running). */
   provide(root: CID, options?: { signal?: AbortSignal }): Promise<void>
   stats(): TransferStats

@@ -13,16 +13,17 @@ export interface ExportBlocks extends BlockGetter {
 
 /**
  * The disk exports of a host, named by their root CID (`nbd+unix:///<cid>?socket=…`): any disk
- * root whose root block the store holds can be served. Opened on first use and kept (a decoded root
+ * root whose root block the store holds (or, with lazy boot, the swarm has) can be served. Opened on first use and kept (a decoded root
  * is small); `list` names the roots of running VMs.
  */
 export class DiskExports {
-  private readonly blocks: ExportBlocks
+  private readonly blocksFor: (root: CID) => ExportBlocks
   private readonly open = new Map<string, Promise<DagExport>>()
   private readonly listed = new Map<string, number>()
 
-  constructor (blocks: ExportBlocks) {
-    this.blocks = blocks
+  /** `blocks`: one source for every root (the store), or one per root (lazy boot fetches by root). */
+  constructor (blocks: ExportBlocks | ((root: CID) => ExportBlocks)) {
+    this.blocksFor = typeof blocks === 'function' ? blocks : () => blocks
   }
 
   /** The NBD server's resolver: undefined for names that are not a disk root here. */
@@ -36,8 +37,9 @@ export class DiskExports {
     const key = cid.toString()
     let opening = this.open.get(key)
     if (opening == null) {
-      if (!await this.blocks.has(cid)) return undefined
-      opening = DagExport.open(cid, this.blocks, options)
+      const blocks = this.blocksFor(cid)
+      if (!await blocks.has(cid)) return undefined
+      opening = DagExport.open(cid, blocks, options)
       this.open.set(key, opening)
       opening.catch(() => { this.open.delete(key) })
     }
@@ -55,7 +57,7 @@ export class DiskExports {
     const key = root.toString()
     let opening = this.open.get(key)
     if (opening == null) {
-      opening = DagExport.open(root, this.blocks, options)
+      opening = DagExport.open(root, this.blocksFor(root), options)
       this.open.set(key, opening)
       opening.catch(() => { this.open.delete(key) })
     }

@@ -17,6 +17,7 @@ import { NotFoundError } from '../errors.js'
 import type { DiskExports, ExportBlocks } from './disk-exports.js'
 import type { Pins } from '../store/index.js'
 import type { VmEvent, VmSpec } from './interface.js'
+import type { CID } from 'multiformats/cid'
 
 const log = logger('collective:runtime')
 
@@ -26,7 +27,10 @@ const START_TIMEOUT = 30_000
 /** What launching needs from its host process. */
 export interface LaunchContext {
   dataDir: string
-  blocks: ExportBlocks
+  /** Where the blocks of a root come from (the store; with lazy boot, the swarm behind it). */
+  blocksFor(root: CID): ExportBlocks
+  /** Makes a whole root local before it is needed in full (a kernel, an initrd); absent: no swarm. */
+  prefetch?(root: CID, options?: { signal?: AbortSignal }): Promise<void>
   pins: Pins
   exports: DiskExports
   /** The NBD server's socket (the exports are served there while the VM runs). */
@@ -141,19 +145,24 @@ export async function launchVm (ctx: LaunchContext, spec: VmSpec, options: Launc
   await dir.clearRunState()
   await rm(dir.exitState, { force: true })
 
+  const where = ctx.prefetch != null ? 'in the store or the swarm' : 'in the store (import or pull it first)'
   const sizes: number[] = []
   for (const disk of spec.disks) {
     const root = parseCid(disk.root)
-    if (!await ctx.blocks.has(root)) throw new NotFoundError(`disk root ${disk.root} is not in the store (import or pull it first)`)
+    if (!await ctx.blocksFor(root).has(root)) throw new NotFoundError(`disk root ${disk.root} is not ${where}`)
     sizes.push((await ctx.exports.get(root, { signal: options.signal })).size)
   }
-  for (const blob of [spec.kernel, spec.initrd]) {
-    if (blob != null && !await ctx.blocks.has(parseCid(blob))) throw new NotFoundError(`boot file ${blob} is not in the store (import it first)`)
+  const bootFile = async (blob: string | undefined): Promise<string | undefined> => {
+    if (blob == null) return undefined
+    const root = parseCid(blob)
+    if (!await ctx.blocksFor(root).has(root)) throw new NotFoundError(`boot file ${blob} is not ${where}`)
+    await ctx.prefetch?.(root, options)
+    return await exportBootFile(ctx.blocksFor(root), blob, dir.bootDir, options)
   }
   const record = await dir.readRecord()
   const layers = await prepareLayers(ctx, dir, spec, record, tools.img, options)
-  const kernel = spec.kernel != null ? await exportBootFile(ctx.blocks, spec.kernel, dir.bootDir, options) : undefined
-  const initrd = spec.initrd != null ? await exportBootFile(ctx.blocks, spec.initrd, dir.bootDir, options) : undefined
+  const kernel = await bootFile(spec.kernel)
+  const initrd = await bootFile(spec.initrd)
   await pinParts(ctx, spec, sizes)
   const accel = await chooseAccel(tools.system, spec.accel, onEvent)
   await dir.writeRecord({ spec, layers: spec.disks.map(d => d.root), created: record?.created ?? new Date().toISOString() })

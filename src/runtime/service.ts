@@ -2,12 +2,14 @@ import { join } from 'node:path'
 import { logger } from '@libp2p/logger'
 import { NbdServer } from './nbd/server.js'
 import { DiskExports, type ExportBlocks } from './disk-exports.js'
+import { LazyBlocks, type BlockFetcher } from './lazy-blocks.js'
 import { launchVm, type LaunchOptions, type RunningVm } from './launcher.js'
 import { NBD_SOCKET } from './vm-dir.js'
 import { reapOrphans } from './vm-control.js'
 import { VmRunningError } from './errors.js'
 import type { NbdEvent, VmSpec } from './interface.js'
 import type { Store } from '../store/index.js'
+import { parseCid, type CID } from '../dag/hash.js'
 
 const log = logger('collective:runtime')
 
@@ -17,11 +19,14 @@ export const SHUTDOWN_TIMEOUT = 15_000
 export interface RuntimeComponents {
   store: Store
   dataDir: string
-  /** Where disk blocks come from (default: the store; lazy boot puts the swarm behind it). */
-  blocks?: ExportBlocks
 }
 
 export interface RuntimeInit {
+  /**
+   * Lazy boot: blocks the store lacks are fetched from the swarm when a VM reads them, and the rest
+   * of its disks follow in the background. A getter: the daemon's exchange exists only once it runs.
+   */
+  fetcher?: () => BlockFetcher | undefined
   onEvent?(event: NbdEvent): void
 }
 
@@ -36,12 +41,17 @@ export class Runtime {
   readonly exports: DiskExports
   readonly server: NbdServer
   private readonly components: RuntimeComponents
+  private readonly init: RuntimeInit
   private readonly vms = new Map<string, RunningVm>()
   private readonly starting = new Set<string>()
+  private readonly background = new AbortController()
+  /** Block bytes fetched from the swarm on demand, by this runtime's exports. */
+  fetchedBytes = 0
 
   constructor (components: RuntimeComponents, init: RuntimeInit = {}) {
     this.components = components
-    this.exports = new DiskExports(components.blocks ?? components.store.blocks)
+    this.init = init
+    this.exports = new DiskExports(root => this.blocksFor(root))
     this.server = new NbdServer({
       path: join(components.dataDir, NBD_SOCKET),
       resolve: async (name, options) => await this.exports.resolve(name, options),
@@ -50,6 +60,24 @@ export class Runtime {
         if (event.type === 'nbd:violation' || event.type === 'nbd:request-error') log('nbd: %o', event)
         init.onEvent?.(event)
       }
+    })
+  }
+
+  /** The swarm, once the host that owns it is up (undefined before, or without one). */
+  private fetcher (): BlockFetcher | undefined {
+    try {
+      return this.init.fetcher?.()
+    } catch {
+      return undefined
+    }
+  }
+
+  private blocksFor (root: CID): ExportBlocks {
+    const fetcher = this.fetcher()
+    if (fetcher == null) return this.components.store.blocks
+    return new LazyBlocks(this.components.store.blocks, root, fetcher, (cids, bytes) => {
+      this.fetchedBytes += bytes
+      log('fetched %d blocks (%d bytes) of %s on demand', cids.length, bytes, root)
     })
   }
 
@@ -64,14 +92,20 @@ export class Runtime {
     if (this.vms.has(spec.name) || this.starting.has(spec.name)) throw new VmRunningError(`VM "${spec.name}" is already running (collective-peer stop ${spec.name})`)
     this.starting.add(spec.name)
     try {
+      const fetcher = this.fetcher()
       const vm = await launchVm({
         dataDir: this.components.dataDir,
-        blocks: this.components.blocks ?? this.components.store.blocks,
+        blocksFor: root => this.blocksFor(root),
+        prefetch: fetcher == null ? undefined : async (root, options) => { await fetcher.pull(root, options) },
         pins: this.components.store.pins,
         exports: this.exports,
         nbdSocket: this.server.path
       }, spec, options)
       this.vms.set(spec.name, vm)
+      // The VM boots on demand reads; the rest of its disks streams in behind it at low priority.
+      for (const disk of spec.disks) {
+        if (fetcher != null) void fetcher.pull(parseCid(disk.root), { signal: this.background.signal }).catch(err => { log('background pull of %s: %s', disk.root, (err as Error).message) })
+      }
       void vm.exited.finally(() => { if (this.vms.get(spec.name) === vm) this.vms.delete(spec.name) })
       return vm
     } finally {
@@ -84,6 +118,7 @@ export class Runtime {
   list (): RunningVm[] { return [...this.vms.values()] }
 
   async stop (): Promise<void> {
+    this.background.abort()
     await Promise.allSettled([...this.vms.values()].map(async vm => { await vm.stop({ timeoutMs: SHUTDOWN_TIMEOUT }) }))
     await this.server.close()
   }

@@ -56,7 +56,7 @@ JSON: one event per line: {"type": "daemon:ready", "peerId", "addresses"}, peer 
       net,
       onEvent,
       signal: ctx.signal,
-      services: [runtimeService()],
+      services: [runtimeService({ fetcher: () => daemon.exchange })],
       runCommand: async (request, output, signal) => await runCommand(request.argv, { ...output, cwd: request.cwd }, signal, daemon)
     })
     if (!ctx.signal.aborted) await new Promise<void>(resolve => { ctx.signal.addEventListener('abort', () => { resolve() }, { once: true }) })

@@ -2,11 +2,12 @@ import { setMaxListeners } from 'node:events'
 import { PeerClient } from './client.js'
 import { BlockServer } from './server.js'
 import { PullSession, type SessionInit } from './session.js'
+import { DemandFetcher } from './demand.js'
 import { loadSkeleton } from './skeleton.js'
 import { Bitfield } from './bitfield.js'
 import { PROTOCOL, T, type Message } from './messages.js'
 import { ProtocolError } from './frames.js'
-import type { BlockExchange, ExchangeComponents, PullOptions, PullResult, TransferStats } from '../interface.js'
+import type { BlockExchange, ExchangeComponents, FetchOptions, PullOptions, PullResult, TransferStats } from '../interface.js'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
@@ -45,6 +46,9 @@ class Exchange implements BlockExchange {
   private readonly perPeer = new Map<string, { bytesSent: number, bytesReceived: number }>()
   private counters = { bytesSent: 0, bytesReceived: 0, blocksSent: 0, blocksReceived: 0 }
   private rateMark = { at: Date.now(), sent: 0, received: 0, sendRate: 0, receiveRate: 0 }
+  private readonly demand: DemandFetcher
+  /** DHT searches for roots a demand fetch needs providers of, shared by concurrent fetches. */
+  private readonly demandDiscovery = new Map<string, { controller: AbortController, users: number }>()
   private readonly onConnect = (event: CustomEvent<PeerId>): void => {
     for (const session of this.sessions.values()) void this.ask(event.detail, session.root)
   }
@@ -62,6 +66,11 @@ class Exchange implements BlockExchange {
       onViolation: (peer, err) => { this.ban(peer, `${err.message} (on its block stream to us)`) }
     })
     this.server.compression = init.compression ?? true
+    this.demand = new DemandFetcher({
+      store: components.blockstore,
+      candidates: async (root, signal) => await this.demandCandidates(root, signal),
+      ban: (client, reason) => { this.ban(client.peer, reason, client) }
+    })
   }
 
   private log (message: string): void { this.init.log?.(message) }
@@ -141,9 +150,12 @@ class Exchange implements BlockExchange {
       this.peerCounter(client.key).bytesReceived += message.data.length
     }
     if (message.type === T.BLOCK || message.type === T.DONT_HAVE) {
+      // A booting VM's read first; a pull of the same root may want the same block too.
+      const demanded = this.demand.onMessage(client, message)
       for (const session of this.sessions.values()) {
         if (session.onMessage(client, message)) return
       }
+      if (demanded) return
       if (message.type === T.BLOCK) {
         const n = (this.unsolicited.get(client.key) ?? 0) + 1
         this.unsolicited.set(client.key, n)
@@ -215,6 +227,34 @@ class Exchange implements BlockExchange {
     }
     this.haveCache.set(key, { at: Date.now(), have })
     return have
+  }
+
+  async fetch (root: CID, cids: CID[], options: FetchOptions = {}): Promise<Uint8Array[]> {
+    const key = root.toString()
+    let discovery = this.demandDiscovery.get(key)
+    if (discovery == null) {
+      discovery = { controller: new AbortController(), users: 0 }
+      setMaxListeners(Infinity, discovery.controller.signal)
+      this.demandDiscovery.set(key, discovery)
+      void this.discover(root, discovery.controller.signal)
+    }
+    discovery.users++
+    try {
+      return await this.demand.fetch(root, cids, options)
+    } finally {
+      if (--discovery.users === 0) {
+        discovery.controller.abort()
+        this.demandDiscovery.delete(key)
+      }
+    }
+  }
+
+  /** Peers to ask for blocks of `root`: those that said they hold it first, then every connected peer. */
+  private async demandCandidates (root: CID, signal: AbortSignal): Promise<PeerClient[]> {
+    await Promise.all(this.components.libp2p.getPeers().map(async peer => { await this.ask(peer, root, signal) }))
+    const key = root.toString()
+    const clients = [...this.clients.values()].filter(c => !c.closed && !this.isBanned(c.key))
+    return clients.sort((a, b) => Number(b.haves.has(key)) - Number(a.haves.has(key)))
   }
 
   async pull (root: CID, options: PullOptions = {}): Promise<PullResult> {
