@@ -65,9 +65,14 @@ async function runHere (ctx: Context, ref: string, values: Record<string, unknow
   const runtime = new Runtime({ store: await ctx.openStore(), dataDir: ctx.dataDir })
   await runtime.start()
   try {
-    const vm = await runtime.run(spec, { fresh: values.fresh === true, signal: ctx.signal, onEvent: vmEventSink(ctx) })
+    const sink = vmEventSink(ctx)
+    let exitEvent: VmEvent | undefined
+    // The exit is told after the console's last lines, not in the middle of them.
+    const onEvent = (event: VmEvent): void => { if (event.type === 'vm:exited') exitEvent = event; else sink(event) }
+    const vm = await runtime.run(spec, { fresh: values.fresh === true, signal: ctx.signal, onEvent })
     await follow(ctx, spec.name, vm.consoleStart, async () => { await vm.stop({ timeoutMs: stopTimeout }) }, vm.exited)
     const exit = await vm.exited
+    if (exitEvent != null) sink(exitEvent)
     ctx.result({ name: spec.name, exitCode: exit.code, signal: exit.signal })
     return exit.code === 0 ? 0 : 1
   } finally {
