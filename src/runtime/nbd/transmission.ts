@@ -107,7 +107,13 @@ export class Transmission {
     while (this.inflight >= this.init.maxInflight || this.socket.writableLength > WRITE_HIGH_WATER) {
       if (this.socket.destroyed) return
       if (this.inflight >= this.init.maxInflight) await new Promise<void>(resolve => this.idle.push(resolve))
-      else await new Promise<void>(resolve => { this.socket.once('drain', resolve); this.socket.once('close', resolve) })
+      else {
+        await new Promise<void>(resolve => {
+          const done = (): void => { this.socket.off('drain', done); this.socket.off('close', done); resolve() }
+          this.socket.on('drain', done)
+          this.socket.on('close', done)
+        })
+      }
     }
   }
 
