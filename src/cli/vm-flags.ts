@@ -1,5 +1,8 @@
 import { checkSpec, parseAccel, parseForward, parseMemory, type VmEvent, type VmSpec } from '../runtime/index.js'
 import { UsageError } from '../errors.js'
+import { checkFresh, decodeEnvelope, decodeManifest, dhtKey, verifyEnvelope, type Manifest } from '../publish/index.js'
+import { parseCid } from '../dag/hash.js'
+import { appliancesOf } from './appliances.js'
 import type { Options } from './command.js'
 import type { Context } from './context.js'
 
@@ -16,7 +19,7 @@ export const VM_OPTIONS: Options = {
   name: { type: 'string' }
 }
 
-export const VM_USAGE = '<cid|name> [--kernel <cid|name>] [--initrd <cid|name>] [--cmdline TEXT] [--memory 512M] [--cpus 1] [--accel auto|kvm|tcg] [--fresh] [--forward HOST:GUEST]... [--name VM]'
+export const VM_USAGE = '<appliance-id|name|disk cid> [--kernel <cid|name>] [--initrd <cid|name>] [--cmdline TEXT] [--memory 512M] [--cpus 1] [--accel auto|kvm|tcg] [--fresh] [--forward HOST:GUEST]... [--name VM]'
 
 export const VM_HELP = `  --kernel <cid|name>   direct kernel boot: a kernel imported into the store (collective-peer import vmlinuz)
   --initrd <cid|name>   an initrd for it, likewise
@@ -27,6 +30,9 @@ export const VM_HELP = `  --kernel <cid|name>   direct kernel boot: a kernel imp
   --fresh               discard the VM's layer first: start from the published disk
   --forward [tcp:|udp:][ADDR:]HOST:GUEST   forward a host port to the guest (repeatable; ADDR 127.0.0.1)
   --name VM             the VM's name (default: the disk's name)
+An appliance (by id or name) runs its current version with the manifest's disks, memory, CPUs, boot
+files and port forwards; flags override them. With a daemon, an appliance this host never pulled runs
+at once: the manifest comes from the swarm's DHT and blocks are fetched as the guest reads them.
 Without --kernel the disk boots itself (BIOS). The console is logged to <data-dir>/vms/<vm>/console.log.`
 
 /** The same flags as an argv again (to hand a `run` to the daemon as a `start`). */
@@ -55,8 +61,48 @@ export function positiveInt (text: unknown, flag: string, fallback: number): num
   return n
 }
 
-/** The VM spec the flags describe; roots and boot files resolved in the store, limits checked. */
+/**
+ * The manifest of an appliance `ref` names (id or name): the current version of one this host
+ * follows or publishes, else (through the daemon) the latest the swarm's DHT holds, verified — so a
+ * host can run an appliance it never pulled, its blocks fetched as the guest reads them.
+ */
+async function applianceManifest (ctx: Context, ref: string): Promise<Manifest | undefined> {
+  const appliances = appliancesOf(ctx)
+  const known = (await appliances.list()).filter(s => s.id === ref || s.name === ref)
+  const state = known.find(s => s.current != null)
+  if (state != null) return decodeManifest(decodeEnvelope(await appliances.envelope(state.id, state.current!)).manifest)
+  if (ctx.daemon == null || !/^bafyr4/.test(ref)) return undefined
+  if ((await ctx.openStore().then(async s => await s.pins.get(ref))) != null) return undefined
+  let envelope: Uint8Array
+  try {
+    envelope = await ctx.daemon.libp2p.contentRouting.get(dhtKey(ref), { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(15_000)]) })
+  } catch {
+    return undefined
+  }
+  const { manifest } = await verifyEnvelope(envelope, { id: parseCid(ref) })
+  checkFresh(manifest, 0)
+  return manifest
+}
+
+/** The VM spec the flags describe — or an appliance's manifest, flags overriding it; limits checked. */
 export async function specFromFlags (ctx: Context, ref: string, values: Record<string, unknown>): Promise<VmSpec> {
+  const manifest = await applianceManifest(ctx, ref)
+  if (manifest != null) {
+    const vm = manifest.vm
+    return checkSpec({
+      name: (values.name as string | undefined) ?? defaultVmName(manifest.name, false),
+      disks: manifest.disks.map(d => ({ root: d.root.toString(), role: d.role })),
+      memory: values.memory != null ? parseMemory(values.memory as string) : vm.memory,
+      cpus: positiveInt(values.cpus, '--cpus', vm.cpus),
+      kernel: values.kernel != null ? (await ctx.resolveRoot(values.kernel as string)).toString() : vm.kernel?.root.toString(),
+      initrd: values.initrd != null ? (await ctx.resolveRoot(values.initrd as string)).toString() : vm.initrd?.root.toString(),
+      cmdline: (values.cmdline as string | undefined) ?? vm.cmdline,
+      forwards: values.forward != null
+        ? (values.forward as string[]).map(parseForward)
+        : vm.nics.flatMap(n => n.forwards.map(f => ({ protocol: f.proto, hostAddress: '127.0.0.1', hostPort: f.host, guestPort: f.guest }))),
+      accel: parseAccel(values.accel as string | undefined)
+    })
+  }
   const store = await ctx.openStore()
   const disk = await ctx.resolveRoot(ref)
   const isCid = (await store.pins.get(ref)) == null

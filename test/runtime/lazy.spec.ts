@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { join } from 'node:path'
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { cli, tempDir } from '../helpers/cli.js'
 import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 import { buildAppliance, type Appliance } from './helpers/appliance.js'
@@ -57,6 +57,30 @@ describe('lazy boot from another host', () => {
     const copy = join(dir, 'copy.img')
     await exec('nbdcopy', [`nbd+unix:///${roots.appliance}?socket=${socket}`, copy])
     expect(Buffer.compare(await readFile(copy), await readFile(app.disk))).toBe(0)
+  }, BOOT_TIMEOUT)
+
+  it('runs a published appliance by its id on a host that never pulled it: manifest from the DHT, blocks on demand', async () => {
+    const file = join(dir, 'appliance.json')
+    await writeFile(file, JSON.stringify({
+      name: 'test-appliance',
+      disks: [{ role: 'program', image: app.disk }],
+      vm: { memory: '256M', cpus: 1, kernel: app.kernel, initrd: app.initrd, cmdline: 'console=ttyS0 quiet collective.halt=1' },
+      config: {}
+    }))
+    expect((await source.run(['key', 'create', '--name', 'default'])).code).toBe(0)
+    const pub = await source.run(['publish', file, '--json'])
+    expect(pub.code, pub.stderr).toBe(0)
+    expect(pub.result.bytesStored).toBe(0) // every block was imported already
+    const fresh = await startDaemon(join(dir, 'fresh'), ['--bootstrap', source.addresses[0]!])
+    const r = await cli(['--data-dir', fresh.dataDir, 'run', pub.result.id], { timeoutMs: BOOT_TIMEOUT })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/COLLECTIVE-APPLIANCE-READY boot=1/)
+    // The VM is named after the appliance, and its spec came from the manifest.
+    const ps = await fresh.run(['ps', '--all', '--json'])
+    const vm = ps.result.vms.find((v: any) => v.name === 'test-appliance')
+    expect(vm, ps.stdout).toBeDefined()
+    expect(vm.spec.memory).toBe(256 * 1024 * 1024)
+    expect(vm.spec.disks[0].root).toBe(roots.appliance)
   }, BOOT_TIMEOUT)
 
   it('a root nobody has is a one-line error, not a hang', async () => {
