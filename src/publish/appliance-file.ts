@@ -16,6 +16,8 @@ export interface ApplianceFile {
     forwards: PortForward[]
   }
   config: ConfigParam[]
+  /** A boot profile file (`run --record-profile`). */
+  bootProfile?: string
 }
 
 const MAX_FILE = 1024 * 1024
@@ -87,6 +89,7 @@ export async function readApplianceFile (path: string): Promise<ApplianceFile> {
       cmdline: vm.cmdline,
       forwards: forwards(vm.forwards, path)
     },
-    config
+    config,
+    bootProfile: v.bootProfile != null ? rel(v.bootProfile, 'bootProfile') : undefined
   }
 }

@@ -87,6 +87,11 @@ export interface Manifest {
   disks: DiskRef[]
   vm: VmSpec
   config: ConfigParam[]
+  /**
+   * The order in which a boot first reads the disks (recorded by `run --record-profile`): a blob
+   * (dag-cbor `{version: 1, reads: [[disk, offset, length], ...]}`) hosts prefetch first.
+   */
+  bootProfile?: BlobRef
 }
 
 /** What travels: the manifest's exact bytes and the signatures over them. */

@@ -90,7 +90,8 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
     rotations: check.list(v.rotations, 'rotations', MAX_ROTATIONS).map((r: any, i: number) => check.rotation(r, `rotations[${i}]`)),
     disks: check.list(v.disks, 'disks', MAX_DISKS).map((d: any, i: number) => check.disk(d, `disks[${i}]`)),
     vm: check.vm(v.vm),
-    config: check.list(v.config, 'config', MAX_PARAMS).map((p: any, i: number) => check.param(p, `config[${i}]`))
+    config: check.list(v.config, 'config', MAX_PARAMS).map((p: any, i: number) => check.param(p, `config[${i}]`)),
+    bootProfile: v.bootProfile == null ? undefined : { root: check.cid(v.bootProfile.root, 'bootProfile.root'), size: check.int(v.bootProfile.size, 'bootProfile.size', 1) }
   }
   check.is(manifest.name === genesis.name, 'name differs from the genesis name')
   check.is(manifest.id.equals(applianceId(genesis)), 'id is not the CID of the genesis document')

@@ -118,7 +118,8 @@ export async function publishVersion (options: PublishOptions): Promise<PublishR
       cmdline: spec.vm.cmdline,
       nics: [{ model: 'virtio-net', forwards: spec.vm.forwards }]
     },
-    config: spec.config
+    config: spec.config,
+    bootProfile: spec.bootProfile != null ? await importFile(spec.bootProfile) : undefined
   }
   const envelope = await signManifest(encodeManifest(manifest), signers)
   // Check it exactly as a host will: a publisher never announces what hosts would refuse.
@@ -142,6 +143,7 @@ export async function pinVersion (store: Store, manifest: Manifest): Promise<str
   const parts: Array<[string, BlobRef]> = manifest.disks.map(d => [d.name, d])
   if (manifest.vm.kernel != null) parts.push(['kernel', manifest.vm.kernel])
   if (manifest.vm.initrd != null) parts.push(['initrd', manifest.vm.initrd])
+  if (manifest.bootProfile != null) parts.push(['profile', manifest.bootProfile])
   const names: string[] = []
   for (const [part, blob] of parts) {
     const name = pinName(manifest.id.toString(), manifest.version, part)

@@ -139,7 +139,7 @@ export class Updater {
     await appliances.log({ type: 'accepted', id: state.id, version: manifest.version, source })
     this.init.onEvent?.({ type: 'accepted', id: state.id, version: manifest.version })
 
-    const roots = [...manifest.disks.map(d => d.root), ...[manifest.vm.kernel, manifest.vm.initrd].filter(b => b != null).map(b => b!.root)]
+    const roots = [...manifest.disks.map(d => d.root), ...[manifest.vm.kernel, manifest.vm.initrd, manifest.bootProfile].filter(b => b != null).map(b => b!.root)]
     let bytesFetched = 0
     try {
       for (const root of roots) bytesFetched += (await exchange.pull(root, { signal: options.signal, onProgress: options.onProgress })).bytesFetched
