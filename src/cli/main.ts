@@ -12,7 +12,7 @@ const GLOBAL_HELP = `Usage: collective-peer <command> [options]
 With no command, runs the host daemon (see: collective-peer daemon --help).
 
 Commands:
-${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`).join('\n')}
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join('\n')}
 
 Global options:
   --data-dir DIR   data directory (default: $COLLECTIVE_DATA_DIR, else ~/.local/share/collective-peer)
