@@ -10,12 +10,12 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
 import { createCipheriv, createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, open, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { CID } from 'multiformats/cid'
 import { cli, spawnCli, tempDir, type CliResult } from '../helpers/cli.js'
-import { pseudoRandom, writeImage } from '../helpers/images.js'
+import { pseudoRandom, writeImage, sha256File } from '../helpers/images.js'
 import { cborCid, rawCid } from '../../src/dag/hash.js'
 
 const MiB = 1024 * 1024
@@ -33,9 +33,6 @@ function expectError (r: CliResult, codes: string | string[], exit?: number): vo
   expect(allowed, context).toContain(code)
 }
 
-async function sha256File (path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex')
-}
 
 /** `cmp` two (possibly large, sparse) files. */
 function sameBytes (a: string, b: string): boolean {

@@ -4,11 +4,9 @@
  * new bytes and at the end).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
 import { cli, spawnCli, tempDir } from '../helpers/cli.js'
-import { writeImage } from '../helpers/images.js'
+import { writeImage, sha256File } from '../helpers/images.js'
 
 const MiB = 1024 * 1024
 const KILLS = 8
@@ -22,11 +20,6 @@ const EXTENTS: Array<[number, number, string]> = [
 ]
 const DATA_SIZE = EXTENTS.reduce((n, [, length]) => n + length, 0)
 
-async function sha256File (path: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
-  return hash.digest('hex')
-}
 
 interface Run {
   code: number | null

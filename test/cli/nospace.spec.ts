@@ -5,13 +5,11 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cli, tempDir, type CliResult } from '../helpers/cli.js'
-import { writeImage } from '../helpers/images.js'
+import { writeImage, sha256File } from '../helpers/images.js'
 
 const MiB = 1024 * 1024
 
@@ -39,9 +37,6 @@ function unmount (): void {
 // Should the suite be filtered out or interrupted, never leave the tmpfs behind.
 process.once('exit', unmount)
 
-async function sha256File (path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex')
-}
 
 function expectOneLineError (r: CliResult, code: string, exit: number): void {
   const context = `exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`

@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
 
 /** Deterministic pseudo-random bytes (SHA-256 in counter mode over a seed): same seed, same bytes. */
@@ -27,4 +28,11 @@ export async function writeImage (path: string, size: number, extents: Array<[nu
   } finally {
     await fd.close()
   }
+}
+
+/** SHA-256 of a file, streamed (images are large). */
+export async function sha256File (path: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
+  return hash.digest('hex')
 }

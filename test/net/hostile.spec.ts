@@ -6,13 +6,12 @@
  */
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { join, resolve } from 'node:path'
 import { BIN, cli, tempDir, type CliResult } from '../helpers/cli.js'
-import { writeImage } from '../helpers/images.js'
+import { writeImage, sha256File } from '../helpers/images.js'
 import { rawCid } from '../../src/dag/hash.js'
 
 const MiB = 1024 * 1024
@@ -149,11 +148,6 @@ function sampleRss (pid: number): { stop: () => Promise<number> } {
   return { stop: async () => { stopped = true; await loop; return max } }
 }
 
-async function sha256File (path: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
-  return hash.digest('hex')
-}
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 

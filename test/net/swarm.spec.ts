@@ -4,18 +4,13 @@
  * host killed with SIGKILL mid-pull resumes without fetching again what it had verified.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir } from '../helpers/cli.js'
-import { writeImage } from '../helpers/images.js'
+import { writeImage, sha256File } from '../helpers/images.js'
 import { killAll, spawnWatched, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 
 const MiB = 1024 * 1024
 
-async function sha256 (path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex')
-}
 
 describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
   let dir: string
@@ -31,7 +26,7 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     image = join(dir, 'disk.img')
     // 128 MiB disk, 72 MiB of incompressible data in three extents, holes between.
     await writeImage(image, 128 * MiB, [[0, 24 * MiB, 'swarm-a'], [40 * MiB, 24 * MiB, 'swarm-b'], [100 * MiB, 24 * MiB, 'swarm-c']])
-    imageHash = await sha256(image)
+    imageHash = await sha256File(image)
     seeder = await startDaemon(join(dir, 'seeder'))
     const imported = await seeder.run(['import', image, '--name', 'disk', '--json'])
     expect(imported.code, imported.stderr).toBe(0)
@@ -48,7 +43,7 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     const out = join(dir, `${label}.img`)
     const r = await host.run(['export', root, out, '--json'])
     expect(r.code, r.stderr).toBe(0)
-    expect(await sha256(out), `${label}: exported image differs`).toBe(imageHash)
+    expect(await sha256File(out), `${label}: exported image differs`).toBe(imageHash)
     const fsck = await host.run(['fsck', '--json'])
     expect(fsck.code, fsck.stderr).toBe(0)
     expect(fsck.result.corrupt).toEqual([])

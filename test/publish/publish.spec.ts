@@ -6,13 +6,13 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { spawn } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { tempDir } from '../helpers/cli.js'
-import { writeImage, pseudoRandom } from '../helpers/images.js'
+import { writeImage, pseudoRandom, sha256File } from '../helpers/images.js'
 import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 import { decodeEnvelope, decodeManifest, encodeEnvelope, encodeManifest, KeyStore, signManifest, type Manifest } from '../../src/publish/index.js'
 import { rawCid } from '../../src/dag/hash.js'
@@ -20,9 +20,6 @@ import { rawCid } from '../../src/dag/hash.js'
 const MiB = 1024 * 1024
 const ATTACKER = resolve(import.meta.dirname, '../fixtures/gossip-attacker.mjs')
 
-async function sha256 (path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex')
-}
 
 async function until<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs
@@ -112,7 +109,7 @@ describe('publishing and updates', () => {
       await until('v1 on the host', async () => await current(host) === 1 ? true : undefined)
       const out = join(dir, `${host.dataDir.split('/').pop()}-v1.img`)
       expect((await host.run(['export', roots[1]!, out])).code).toBe(0)
-      expect(await sha256(out)).toBe(await sha256(image(1)))
+      expect(await sha256File(out)).toBe(await sha256File(image(1)))
     }
   }, 120_000)
 
@@ -148,7 +145,7 @@ describe('publishing and updates', () => {
     expect(await current(host)).toBe(1)
     const out = join(dir, 'rolled-back.img')
     expect((await host.run(['export', roots[1]!, out])).code).toBe(0)
-    expect(await sha256(out)).toBe(await sha256(image(1)))
+    expect(await sha256File(out)).toBe(await sha256File(image(1)))
   })
 
   it('a host that joins late finds the latest version through the DHT', async () => {
