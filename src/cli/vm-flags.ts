@@ -100,7 +100,8 @@ export async function specFromFlags (ctx: Context, ref: string, values: Record<s
       forwards: values.forward != null
         ? (values.forward as string[]).map(parseForward)
         : vm.nics.flatMap(n => n.forwards.map(f => ({ protocol: f.proto, hostAddress: '127.0.0.1', hostPort: f.host, guestPort: f.guest }))),
-      accel: parseAccel(values.accel as string | undefined)
+      accel: parseAccel(values.accel as string | undefined),
+      bootProfile: manifest.bootProfile?.root.toString()
     })
   }
   const store = await ctx.openStore()

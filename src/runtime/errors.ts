@@ -46,3 +46,10 @@ export class LayerMismatchError extends CollectiveError {
   override readonly name = 'LayerMismatchError'
   constructor (message: string) { super(message, LayerMismatchError.code, ExitCode.Busy) }
 }
+
+/** A boot profile that does not decode (or breaks its limits). */
+export class InvalidBootProfileError extends CollectiveError {
+  static readonly code = 'ERR_INVALID_BOOT_PROFILE'
+  override readonly name = 'InvalidBootProfileError'
+  constructor (message: string) { super(message, InvalidBootProfileError.code, ExitCode.BadInput) }
+}

@@ -90,6 +90,8 @@ export interface VmSpec {
   cmdline?: string
   forwards: PortForward[]
   accel: Accel
+  /** CID of the appliance's boot profile (a blob): the ranges its boot reads, prefetched first. */
+  bootProfile?: string
 }
 
 /** A VM as `ps` shows it. */

@@ -5,8 +5,8 @@ import type { ExportBlocks } from './disk-exports.js'
 
 /** Where blocks the store lacks come from: the swarm (the daemon's block exchange). */
 export interface BlockFetcher {
-  /** Blocks of `root` now, at demand priority; verified and stored. */
-  fetch(root: CID, cids: CID[], options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array[]>
+  /** Blocks of `root` now, at demand priority (or `priority`: 1 prefetch, 2 background); verified and stored. */
+  fetch(root: CID, cids: CID[], options?: { signal?: AbortSignal, timeoutMs?: number, priority?: 0 | 1 | 2 }): Promise<Uint8Array[]>
   /** Every block of `root` the store lacks, in the background (low priority). */
   pull(root: CID, options?: { signal?: AbortSignal }): Promise<unknown>
 }
@@ -19,7 +19,8 @@ const HAS_TIMEOUT = 10_000
  * from the swarm at demand priority, so a VM boots before its disk is fully local (lazy boot).
  */
 export class LazyBlocks implements ExportBlocks {
-  private readonly store: Blockstore
+  /** The local store (NBD exports read it directly; see DagExport). */
+  readonly store: Blockstore
   private readonly root: CID
   private readonly fetcher: BlockFetcher
   private readonly onFetched?: (cids: CID[], bytes: number) => void

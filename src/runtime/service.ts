@@ -7,6 +7,8 @@ import { launchVm, type LaunchOptions, type RunningVm } from './launcher.js'
 import { NBD_SOCKET } from './vm-dir.js'
 import { reapOrphans } from './vm-control.js'
 import { VmRunningError } from './errors.js'
+import { ProfileRecorder, finishRecording, observeReads, type RecordOptions, type RecordedProfile } from './profile/index.js'
+import { prefetchBootProfile } from './profile/prefetch-boot.js'
 import type { NbdEvent, VmSpec } from './interface.js'
 import type { Store } from '../store/index.js'
 import { parseCid, type CID } from '../dag/hash.js'
@@ -19,6 +21,26 @@ export const SHUTDOWN_TIMEOUT = 15_000
 export interface RuntimeComponents {
   store: Store
   dataDir: string
+}
+
+/** Blocks the runtime's exports fetched from the swarm (counted since the runtime started). */
+export interface LazyStats {
+  /** Fetched because a guest read them (NBD reads that missed the store). */
+  demandBlocks: number
+  demandBytes: number
+  /** Fetched ahead of the guest from boot profiles. */
+  prefetchBlocks: number
+  prefetchBytes: number
+}
+
+export interface RunOptions extends LaunchOptions {
+  /** Record the boot's first reads of the disks into a profile file (`run --record-profile`). */
+  record?: RecordOptions
+}
+
+/** A VM the runtime started; `profile` settles once its recording is written (with `record`). */
+export interface RuntimeVm extends RunningVm {
+  readonly profile?: Promise<RecordedProfile>
 }
 
 export interface RuntimeInit {
@@ -45,8 +67,9 @@ export class Runtime {
   private readonly vms = new Map<string, RunningVm>()
   private readonly starting = new Set<string>()
   private readonly background = new AbortController()
-  /** Block bytes fetched from the swarm on demand, by this runtime's exports. */
-  fetchedBytes = 0
+  /** Who watches the reads of each root (a recording boot profile), by root CID. */
+  private readonly readWatchers = new Map<string, Set<(offset: number, length: number) => void>>()
+  private readonly lazy: LazyStats = { demandBlocks: 0, demandBytes: 0, prefetchBlocks: 0, prefetchBytes: 0 }
 
   constructor (components: RuntimeComponents, init: RuntimeInit = {}) {
     this.components = components
@@ -54,7 +77,12 @@ export class Runtime {
     this.exports = new DiskExports(root => this.blocksFor(root))
     this.server = new NbdServer({
       path: join(components.dataDir, NBD_SOCKET),
-      resolve: async (name, options) => await this.exports.resolve(name, options),
+      resolve: async (name, options) => {
+        const exp = await this.exports.resolve(name, options)
+        if (exp == null) return undefined
+        const root = parseCid(name).toString()
+        return observeReads(exp, (offset, length) => { for (const watch of this.readWatchers.get(root) ?? []) watch(offset, length) })
+      },
       list: () => this.exports.list(),
       onEvent: event => {
         if (event.type === 'nbd:violation' || event.type === 'nbd:request-error') log('nbd: %o', event)
@@ -76,7 +104,8 @@ export class Runtime {
     const fetcher = this.fetcher()
     if (fetcher == null) return this.components.store.blocks
     return new LazyBlocks(this.components.store.blocks, root, fetcher, (cids, bytes) => {
-      this.fetchedBytes += bytes
+      this.lazy.demandBlocks += cids.length
+      this.lazy.demandBytes += bytes
       log('fetched %d blocks (%d bytes) of %s on demand', cids.length, bytes, root)
     })
   }
@@ -87,12 +116,58 @@ export class Runtime {
     await this.server.listen()
   }
 
+  /** Block bytes fetched from the swarm on demand, by this runtime's exports. */
+  get fetchedBytes (): number { return this.lazy.demandBytes }
+
+  /** What the exports fetched from the swarm: on demand (guest reads) and ahead (boot profiles). */
+  stats (): LazyStats { return { ...this.lazy } }
+
+  /** Starts recording the first reads of `spec`'s disks (before QEMU opens them). */
+  private recordReads (spec: VmSpec): { recorder: ProfileRecorder, close: () => void } {
+    const recorder = new ProfileRecorder(spec.disks.length)
+    const watches: Array<[string, (offset: number, length: number) => void]> = []
+    spec.disks.forEach((disk, i) => {
+      const root = parseCid(disk.root).toString()
+      // Two disks on one root: the first one's index names it.
+      if (watches.some(([r]) => r === root)) return
+      const watch = (offset: number, length: number): void => { recorder.onRead(i, offset, length) }
+      let set = this.readWatchers.get(root)
+      if (set == null) this.readWatchers.set(root, set = new Set())
+      set.add(watch)
+      watches.push([root, watch])
+    })
+    const close = (): void => {
+      for (const [root, watch] of watches) {
+        const set = this.readWatchers.get(root)
+        set?.delete(watch)
+        if (set?.size === 0) this.readWatchers.delete(root)
+      }
+    }
+    return { recorder, close }
+  }
+
   /** Starts a VM whose disks this runtime serves; it runs until it powers off or `stop`. */
-  async run (spec: VmSpec, options: LaunchOptions = {}): Promise<RunningVm> {
+  async run (spec: VmSpec, options: RunOptions = {}): Promise<RuntimeVm> {
     if (this.vms.has(spec.name) || this.starting.has(spec.name)) throw new VmRunningError(`VM "${spec.name}" is already running (collective-peer stop ${spec.name})`)
     this.starting.add(spec.name)
+    const recording = options.record != null ? this.recordReads(spec) : undefined
+    // The boot profile's ranges are fetched while the kernel and initrd come in and QEMU starts.
+    const prefetch = new AbortController()
+    const fetcher = this.fetcher()
     try {
-      const fetcher = this.fetcher()
+      if (fetcher != null && spec.bootProfile != null) {
+        const signal = AbortSignal.any([prefetch.signal, this.background.signal])
+        void prefetchBootProfile({
+          profile: parseCid(spec.bootProfile),
+          disks: spec.disks.map(d => parseCid(d.root)),
+          blocksFor: root => this.blocksFor(root),
+          hasMany: async cids => await this.components.store.blocks.hasMany(cids),
+          fetcher,
+          onFetched: (blocks, bytes) => { this.lazy.prefetchBlocks += blocks; this.lazy.prefetchBytes += bytes }
+        }, { signal }).then(r => {
+          log('boot profile of %s: %d blocks (%d bytes) prefetched, %d local, %d failed, in %d ms', spec.name, r.blocks, r.bytes, r.local, r.failed, r.ms)
+        }, err => { if (!signal.aborted) log('boot profile of %s: %s', spec.name, (err as Error).message) })
+      }
       const vm = await launchVm({
         dataDir: this.components.dataDir,
         blocksFor: root => this.blocksFor(root),
@@ -106,8 +181,19 @@ export class Runtime {
       for (const disk of spec.disks) {
         if (fetcher != null) void fetcher.pull(parseCid(disk.root), { signal: this.background.signal }).catch(err => { log('background pull of %s: %s', disk.root, (err as Error).message) })
       }
-      void vm.exited.finally(() => { if (this.vms.get(spec.name) === vm) this.vms.delete(spec.name) })
-      return vm
+      void vm.exited.finally(() => {
+        prefetch.abort()
+        if (this.vms.get(spec.name) === vm) this.vms.delete(spec.name)
+      })
+      if (recording == null) return vm
+      const profile = finishRecording({ console: vm.dir.console, consoleStart: vm.consoleStart, exited: vm.exited }, recording.recorder, { ...options.record!, signal: this.background.signal })
+        .finally(() => { recording.close() })
+      profile.catch(() => {}) // the caller awaits it; a daemon's detached run only logs it
+      return Object.assign(vm, { profile })
+    } catch (err) {
+      prefetch.abort()
+      recording?.close()
+      throw err
     } finally {
       this.starting.delete(spec.name)
     }

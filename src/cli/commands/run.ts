@@ -5,6 +5,7 @@ import { CONTROL_SOCKET } from '../../daemon/interface.js'
 import { daemonAnswers, runInDaemon } from '../../daemon/control.js'
 import { UsageError } from '../../errors.js'
 import { VM_HELP, VM_OPTIONS, VM_USAGE, describeVmEvent, positiveInt, specFromFlags, vmArgv, vmEventSink } from '../vm-flags.js'
+import { RECORD_HELP, RECORD_OPTIONS, RECORD_USAGE, awaitProfileFile, describeProfile, recordArgv, recordOptions } from '../record-flags.js'
 import type { Command } from '../command.js'
 import type { Context } from '../context.js'
 import type { Output } from '../progress.js'
@@ -43,7 +44,9 @@ async function runThroughDaemon (ctx: Context, socket: string, ref: string, valu
       return true
     }
   }
-  const argv = ['--data-dir', ctx.dataDir, 'start', ...vmArgv(ref, values), '--json']
+  const record = recordOptions(ctx, values)
+  const since = Date.now()
+  const argv = ['--data-dir', ctx.dataDir, 'start', ...vmArgv(ref, values), ...recordArgv(ctx, values), '--json']
   const code = await runInDaemon(socket, { argv, cwd: ctx.io.cwd, tty: { stdout: false, stderr: ctx.io.stderr.isTTY === true } }, { stdout, stderr: ctx.io.stderr }, ctx.signal)
   if (code !== 0 || started == null) return code === 0 ? 1 : code
   if (values.detach === true) {
@@ -54,13 +57,18 @@ async function runThroughDaemon (ctx: Context, socket: string, ref: string, valu
   const exited = (async () => { while (await dir.running() != null) await new Promise(resolve => setTimeout(resolve, 250)) })()
   await follow(ctx, started.name, started.consoleStart, async () => await stopVm(ctx.dataDir, started!.name, { timeoutMs: stopTimeout }), exited)
   const exit = await dir.readExit()
-  ctx.result({ name: started.name, exitCode: exit?.code ?? null, signal: exit?.signal ?? null })
-  return exit?.code === 0 ? 0 : 1
+  // The daemon writes the profile when its recording ends: at the marker, or once it saw QEMU exit.
+  const profile = record == null ? undefined : await awaitProfileFile(record.file, since, { timeoutMs: 30_000 })
+  if (record != null && profile == null) ctx.note(`boot profile: the daemon wrote no ${record.file} (see its log)`)
+  if (profile != null) ctx.note(describeProfile(profile))
+  ctx.result({ name: started.name, exitCode: exit?.code ?? null, signal: exit?.signal ?? null, ...(profile != null ? { profile } : {}) })
+  return exit?.code === 0 && (record == null || profile != null) ? 0 : 1
 }
 
 /** Without a daemon: this process serves the disk over NBD for as long as the VM runs. */
 async function runHere (ctx: Context, ref: string, values: Record<string, unknown>, stopTimeout: number): Promise<number> {
   if (values.detach === true) throw new UsageError('--detach needs a running daemon to serve the disk (start one: collective-peer daemon)')
+  const record = recordOptions(ctx, values)
   const spec = await specFromFlags(ctx, ref, values)
   const runtime = new Runtime({ store: await ctx.openStore(), dataDir: ctx.dataDir })
   await runtime.start()
@@ -69,11 +77,13 @@ async function runHere (ctx: Context, ref: string, values: Record<string, unknow
     let exitEvent: VmEvent | undefined
     // The exit is told after the console's last lines, not in the middle of them.
     const onEvent = (event: VmEvent): void => { if (event.type === 'vm:exited') exitEvent = event; else sink(event) }
-    const vm = await runtime.run(spec, { fresh: values.fresh === true, signal: ctx.signal, onEvent })
+    const vm = await runtime.run(spec, { fresh: values.fresh === true, signal: ctx.signal, onEvent, record })
     await follow(ctx, spec.name, vm.consoleStart, async () => { await vm.stop({ timeoutMs: stopTimeout }) }, vm.exited)
     const exit = await vm.exited
     if (exitEvent != null) sink(exitEvent)
-    ctx.result({ name: spec.name, exitCode: exit.code, signal: exit.signal })
+    const profile = await vm.profile
+    if (profile != null) ctx.note(describeProfile(profile))
+    ctx.result({ name: spec.name, exitCode: exit.code, signal: exit.signal, ...(profile != null ? { profile } : {}) })
     return exit.code === 0 ? 0 : 1
   } finally {
     await runtime.stop()
@@ -81,15 +91,17 @@ async function runHere (ctx: Context, ref: string, values: Record<string, unknow
 }
 
 const command: Command = {
-  usage: `run ${VM_USAGE} [--detach] [--stop-timeout SECONDS]`,
+  usage: `run ${VM_USAGE} [--detach] [--stop-timeout SECONDS] ${RECORD_USAGE}`,
   summary: 'Boot a disk under QEMU: the disk is served from the store over NBD (read-only), guest writes go to a copy-on-write layer kept across runs. Prints the serial console until the VM stops; Ctrl-C shuts it down.',
   help: `Options:
 ${VM_HELP}
   --detach              start it and return (needs a running daemon, which serves the disk)
   --stop-timeout SECS   on Ctrl-C: how long the guest gets to power off before QEMU is killed (default 30)
+${RECORD_HELP}
 With a daemon, the daemon runs the VM (see: start); without one, this process serves the disk until the VM stops.
-JSON: {"type": "vm:..."} events, then {"name", "exitCode", "signal"} (or start's result with --detach).`,
-  options: { ...VM_OPTIONS, detach: { type: 'boolean' }, 'stop-timeout': { type: 'string' } },
+An appliance whose manifest has a boot profile prefetches the ranges it lists first (with a daemon).
+JSON: {"type": "vm:..."} events, then {"name", "exitCode", "signal", "profile"?: {"file", "reads", "bytes"}} (or start's result with --detach).`,
+  options: { ...VM_OPTIONS, ...RECORD_OPTIONS, detach: { type: 'boolean' }, 'stop-timeout': { type: 'string' } },
   positionals: 1,
   async run (ctx, [ref], values) {
     const stopTimeout = positiveInt(values['stop-timeout'], '--stop-timeout', STOP_TIMEOUT / 1000) * 1000

@@ -2,6 +2,7 @@ import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { loadOrCreatePeerKey, PEER_KEY_FILE } from '../../net/keys.js'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { Runtime } from '../../runtime/index.js'
 import type { Command } from '../command.js'
 
 function rate (bytesPerSecond: number): string {
@@ -11,7 +12,7 @@ function rate (bytesPerSecond: number): string {
 const command: Command = {
   usage: 'status',
   summary: 'This host: peer id, listen addresses, connected peers, roots held, transfer totals and rates.',
-  help: 'JSON result: {"running", "peerId", "addresses", "peers", "roots", "transfer": {"bytesSent", "bytesReceived", "sendRate", "receiveRate", ...}}',
+  help: 'JSON result: {"running", "peerId", "addresses", "peers", "roots", "transfer": {"bytesSent", "bytesReceived", "sendRate", "receiveRate", ...}, "lazy": {"demandBlocks", "demandBytes", "prefetchBlocks", "prefetchBytes"}}\n(lazy: blocks the VMs\' disks fetched from the swarm: on a guest read, and ahead of it from boot profiles)',
   async run (ctx) {
     if (ctx.daemon == null) {
       // No daemon: what is known offline (the identity, if one was ever created).
@@ -30,7 +31,9 @@ const command: Command = {
     ctx.say(`${status.peers} peers connected, ${status.roots} roots held`)
     const t = status.transfer
     if (t != null) ctx.say(`sent ${t.bytesSent} bytes (${t.blocksSent} blocks, ${rate(t.sendRate)}), received ${t.bytesReceived} bytes (${t.blocksReceived} blocks, ${rate(t.receiveRate)})`)
-    ctx.result({ running: true, ...status })
+    const lazy = ctx.daemon.service<Runtime>('nbd')?.stats() ?? null
+    if (lazy != null && lazy.demandBlocks + lazy.prefetchBlocks > 0) ctx.say(`VM disks fetched ${lazy.demandBytes} bytes on demand (${lazy.demandBlocks} blocks), ${lazy.prefetchBytes} bytes ahead from boot profiles (${lazy.prefetchBlocks} blocks)`)
+    ctx.result({ running: true, ...status, lazy })
   }
 }
 

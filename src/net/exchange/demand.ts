@@ -31,6 +31,10 @@ interface Want {
   /** Who was asked and when (by client key). */
   asked: Map<string, { at: number, client: PeerClient }>
   refused: Set<string>
+  /** The most urgent priority any caller asked it at (a demand read overtakes a prefetch). */
+  priority: Priority
+  /** Peers asked at a lower priority before it was raised: they may still send it once more. */
+  stale: Map<string, PeerClient>
   done: Promise<Uint8Array>
   resolve(bytes: Uint8Array): void
 }
@@ -53,6 +57,7 @@ export class DemandFetcher {
 
   async fetch (root: CID, cids: CID[], options: FetchOptions = {}): Promise<Uint8Array[]> {
     const present = await this.host.store.hasMany(cids)
+    const priority = options.priority ?? Priority.Demand
     const out: Array<Promise<Uint8Array>> = []
     const mine: Want[] = []
     for (const [i, cid] of cids.entries()) {
@@ -62,8 +67,14 @@ export class DemandFetcher {
       if (want == null) {
         let resolve!: (bytes: Uint8Array) => void
         const done = new Promise<Uint8Array>(r => { resolve = r })
-        want = { cid, asked: new Map(), refused: new Set(), done, resolve }
+        want = { cid, asked: new Map(), refused: new Set(), priority, stale: new Map(), done, resolve }
         this.wants.set(id, want)
+      } else if (priority < want.priority) {
+        // Asked before at a lower priority (a prefetch): the peers queued it behind their more
+        // urgent work, so ask again at this one (a copy that arrives twice is a late copy, not unsolicited).
+        want.priority = priority
+        for (const [key, ask] of want.asked) want.stale.set(key, ask.client)
+        want.asked.clear()
       }
       mine.push(want)
       out.push(want.done)
@@ -88,7 +99,7 @@ export class DemandFetcher {
           throw new BlockMissingError(`no peer sent block ${left[0]!.cid} of ${root} within ${Math.round((options.timeoutMs ?? FETCH_TIMEOUT) / 1000)} s`)
         }
         const clients = await this.host.candidates(root, signal)
-        const batches = new Map<PeerClient, CID[]>()
+        const batches = new Map<PeerClient, Map<Priority, CID[]>>()
         const now = Date.now()
         for (const want of left) {
           for (const [key, ask] of want.asked) if (now - ask.at > ASK_TIMEOUT) { want.asked.delete(key); want.refused.add(key) }
@@ -98,14 +109,18 @@ export class DemandFetcher {
             if (client.closed || want.asked.has(client.key) || want.refused.has(client.key)) continue
             want.asked.set(client.key, { at: now, client })
             asking++
-            let batch = batches.get(client)
-            if (batch == null) batches.set(client, batch = [])
+            let byPriority = batches.get(client)
+            if (byPriority == null) batches.set(client, byPriority = new Map())
+            let batch = byPriority.get(want.priority)
+            if (batch == null) byPriority.set(want.priority, batch = [])
             batch.push(want.cid)
           }
           // Everyone refused or timed out: start over (a peer may have fetched it meanwhile).
           if (asking === 0 && want.refused.size > 0 && clients.length > 0) want.refused.clear()
         }
-        for (const [client, batch] of batches) void client.want(batch, options.priority ?? Priority.Demand).catch(() => {})
+        for (const [client, byPriority] of batches) {
+          for (const [priority, batch] of byPriority) void client.want(batch, priority).catch(() => {})
+        }
         await new Promise<void>(resolve => {
           const timer = setTimeout(resolve, ROUND_MS)
           void Promise.all(left.map(async w => await w.done)).then(() => { clearTimeout(timer); resolve() })
@@ -148,8 +163,10 @@ export class DemandFetcher {
     this.wants.delete(id)
     this.delivered.set(id, Date.now())
     for (const [key, ask] of want.asked) {
-      if (key !== client.key) void ask.client.cancel([want.cid]).catch(() => {})
+      if (key !== client.key && !want.stale.has(key)) void ask.client.cancel([want.cid]).catch(() => {})
     }
+    // Its other request (the one at the old priority) is still queued there, the sender's included.
+    for (const stale of want.stale.values()) void stale.cancel([want.cid]).catch(() => {})
     void this.store(want.cid, bytes)
     want.resolve(bytes)
     return true
