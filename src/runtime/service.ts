@@ -100,10 +100,19 @@ export class Runtime {
     }
   }
 
-  private blocksFor (root: CID): ExportBlocks {
+  /**
+   * The blocks of `root`: the store, and with a swarm, the swarm behind it. Fetches are counted as
+   * demand (a guest's read, the export opening) or as the boot profile's (its blob, the nodes it maps).
+   */
+  private blocksFor (root: CID, purpose: 'demand' | 'prefetch' = 'demand'): ExportBlocks {
     const fetcher = this.fetcher()
     if (fetcher == null) return this.components.store.blocks
     return new LazyBlocks(this.components.store.blocks, root, fetcher, (cids, bytes) => {
+      if (purpose === 'prefetch') {
+        this.lazy.prefetchBlocks += cids.length
+        this.lazy.prefetchBytes += bytes
+        return
+      }
       this.lazy.demandBlocks += cids.length
       this.lazy.demandBytes += bytes
       log('fetched %d blocks (%d bytes) of %s on demand', cids.length, bytes, root)
@@ -160,7 +169,7 @@ export class Runtime {
         void prefetchBootProfile({
           profile: parseCid(spec.bootProfile),
           disks: spec.disks.map(d => parseCid(d.root)),
-          blocksFor: root => this.blocksFor(root),
+          blocksFor: root => this.blocksFor(root, 'prefetch'),
           hasMany: async cids => await this.components.store.blocks.hasMany(cids),
           fetcher,
           onFetched: (blocks, bytes) => { this.lazy.prefetchBlocks += blocks; this.lazy.prefetchBytes += bytes }
