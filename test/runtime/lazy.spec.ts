@@ -73,7 +73,7 @@ describe('lazy boot from another host', () => {
     expect(pub.result.bytesStored).toBe(0) // every block was imported already
     const fresh = await startDaemon(join(dir, 'fresh'), ['--bootstrap', source.addresses[0]!])
     const r = await cli(['--data-dir', fresh.dataDir, 'run', pub.result.id], { timeoutMs: BOOT_TIMEOUT })
-    expect(r.code, r.stderr).toBe(0)
+    expect(r.code, `${r.stderr}\n${r.stdout.slice(-3000)}`).toBe(0)
     expect(r.stdout).toMatch(/COLLECTIVE-APPLIANCE-READY boot=1/)
     // The VM is named after the appliance, and its spec came from the manifest.
     const ps = await fresh.run(['ps', '--all', '--json'])
