@@ -18,7 +18,12 @@ export interface NbdExport {
   readonly description?: string
   /** Safe to serve on many connections at once (no per-connection cache): NBD_FLAG_CAN_MULTI_CONN. */
   readonly multiConn: boolean
-  read(offset: number, length: number, options?: { signal?: AbortSignal }): Promise<Uint8Array>
+  /**
+   * The bytes at [offset, offset + length). `into` (exactly `length` bytes) is where the server would
+   * like them (its reply buffer): an export that can fill it returns it, saving a copy; any other
+   * Uint8Array is also fine.
+   */
+  read(offset: number, length: number, options?: { signal?: AbortSignal, into?: Uint8Array }): Promise<Uint8Array>
   /** Extents covering [offset, offset + length) in order; may stop early (the client asks again). */
   extents(offset: number, length: number, options?: { signal?: AbortSignal }): Promise<NbdExtent[]>
   write?(offset: number, bytes: Uint8Array, options: { fua: boolean }): Promise<void>

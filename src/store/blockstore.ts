@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
 import { PackFiles, PackWriter, PACK_LIMIT, type Location } from './packs.js'
-import { BLOCK, META, blockKey, decodeLocation, encodeLocation, keyToCid, range, textKey, type IndexEntry } from './keys.js'
+import { BLOCK, META, blockKey, digestKey, decodeLocation, encodeLocation, keyToCid, range, textKey, type IndexEntry } from './keys.js'
 import { blockId, verifyBlock } from '../dag/hash.js'
 import { MAX_BLOCK_SIZE } from '../dag/node.js'
 import { AbortError, BlockMissingError, BlockTooLargeError, HashMismatchError, StoreLockedError, fromSystemError } from '../errors.js'
@@ -37,6 +37,8 @@ export class Blockstore {
   /** Being committed in the background (synced, then indexed); still readable from here. */
   private committing?: PendingMap
   private inflight?: Promise<void>
+  /** See readGeneration. */
+  private generation = 0
   readonly lock = new Mutex()
 
   private constructor (db: DB, packs: PackFiles) {
@@ -121,19 +123,7 @@ export class Blockstore {
    * pack (as the leaves of an imported image do) read with one pread. Every block is verified.
    */
   async getMany (cids: CID[], options: { signal?: AbortSignal } = {}): Promise<Uint8Array[]> {
-    const locations: Array<IndexEntry | undefined> = new Array(cids.length)
-    const lookups: number[] = []
-    cids.forEach((cid, i) => {
-      const id = blockId(cid)
-      const hit = this.pending.get(id) ?? this.committing?.get(id)
-      if (hit != null) locations[i] = hit.entry
-      else lookups.push(i)
-    })
-    for (let at = 0; at < lookups.length; at += LOOKUP_BATCH) {
-      const part = lookups.slice(at, at + LOOKUP_BATCH)
-      const values = await this.db.getMany(part.map(i => blockKey(cids[i]!)))
-      values.forEach((v, j) => { if (v != null) locations[part[j]!] = decodeLocation(v) })
-    }
+    const locations = await this.locateMany(cids.map(cid => cid.multihash.digest))
     const missing = locations.findIndex(l => l == null)
     if (missing >= 0) throw new BlockMissingError(`block ${cids[missing]} is not in the store`)
     if (options.signal?.aborted === true) throw new AbortError()
@@ -145,6 +135,35 @@ export class Blockstore {
     })
     return blocks as Uint8Array[]
   }
+
+  /**
+   * Where blocks are, by BLAKE3 digest (committed, or written and pending): one LevelDB round trip per
+   * thousand; undefined for blocks not stored. A location stays valid while `readGeneration` is
+   * unchanged (readers that cache locations compare it); bytes read from one are not verified here.
+   */
+  async locateMany (digests: Uint8Array[]): Promise<Array<IndexEntry | undefined>> {
+    const locations: Array<IndexEntry | undefined> = new Array(digests.length)
+    const lookups: number[] = []
+    for (let i = 0; i < digests.length; i++) {
+      const d = digests[i]!
+      const id = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1')
+      const hit = this.pending.get(id) ?? this.committing?.get(id)
+      if (hit != null) locations[i] = hit.entry
+      else lookups.push(i)
+    }
+    for (let at = 0; at < lookups.length; at += LOOKUP_BATCH) {
+      const part = lookups.slice(at, at + LOOKUP_BATCH)
+      const values = await this.db.getMany(part.map(i => digestKey(digests[i]!)))
+      values.forEach((v, j) => { if (v != null) locations[part[j]!] = decodeLocation(v) })
+    }
+    return locations
+  }
+
+  /**
+   * Changes whenever a location handed out by `locateMany` may stop holding its block: index entries
+   * deleted (fsck found them corrupt, gc), a pack removed (gc), a failed write cut a pack back.
+   */
+  get readGeneration (): number { return this.generation + this.packs.generation }
 
   /**
    * Stores blocks not already present. Callers that computed the CIDs themselves pass
@@ -231,6 +250,8 @@ export class Blockstore {
     try {
       await this.writer.write()
     } catch (err) {
+      // The pack was cut back: bytes a concurrent reader located there may be overwritten later.
+      this.generation++
       const { id, written } = { id: this.writer.id, written: this.writer.written }
       for (const [key, { entry }] of this.pending) {
         if (entry.pack === id && entry.offset >= written) {
@@ -273,6 +294,7 @@ export class Blockstore {
 
   /** Drops index entries (the bytes stay in their pack until GC rewrites it). */
   async deleteMany (keys: Uint8Array[]): Promise<void> {
+    this.generation++
     for (let i = 0; i < keys.length; i += 10_000) {
       await this.db.batch(keys.slice(i, i + 10_000).map(key => ({ type: 'del' as const, key })), { sync: true })
     }

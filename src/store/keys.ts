@@ -15,9 +15,13 @@ export const PIN = 0x70
 export const META = 0x6d
 
 export function blockKey (cid: CID): Uint8Array {
-  const key = new Uint8Array(1 + cid.multihash.digest.length)
+  return digestKey(cid.multihash.digest)
+}
+
+export function digestKey (digest: Uint8Array): Uint8Array {
+  const key = new Uint8Array(1 + digest.length)
   key[0] = BLOCK
-  key.set(cid.multihash.digest, 1)
+  key.set(digest, 1)
   return key
 }
 

@@ -26,10 +26,18 @@ export function packName (id: number): string {
   return `${String(id).padStart(8, '0')}.pack`
 }
 
+/** readv: buffers per preadv call (Linux IOV_MAX). */
+const IOV_MAX = 1024
+
 export class PackFiles {
   readonly dir: string
   /** Open promises, not handles: concurrent first reads of a pack share one open (no leaked fd). */
   private readonly readers = new Map<number, Promise<FileHandle>>()
+  /**
+   * Bumped (before anything is closed or unlinked) each time a pack is removed: locations handed out
+   * earlier may then name a pack that is gone. Caches of locations compare it (Blockstore.readGeneration).
+   */
+  generation = 0
 
   constructor (dir: string) {
     this.dir = dir
@@ -103,7 +111,38 @@ export class PackFiles {
     return out
   }
 
+  /**
+   * Reads `buffers` back to back from `position` in pack `id` with as few preadv calls as possible
+   * (the caller points them straight at their destination: no copy). Resolves with the bytes read,
+   * short only where the pack ends. A pack removed meanwhile fails the read (its handle is closed
+   * only once reads in flight are done, so a read never sees another file's bytes).
+   */
+  async readv (id: number, position: number, buffers: Uint8Array[]): Promise<number> {
+    const fd = await this.reader(id)
+    let total = 0
+    for (const b of buffers) total += b.length
+    let done = 0
+    let first = 0
+    let skip = 0
+    while (done < total) {
+      const part: Uint8Array[] = []
+      for (let i = first; i < buffers.length && part.length < IOV_MAX; i++) {
+        const b = buffers[i]!
+        part.push(i === first && skip > 0 ? b.subarray(skip) : b)
+      }
+      const { bytesRead } = await fd.readv(part, position + done)
+      if (bytesRead === 0) break
+      done += bytesRead
+      // Find where the next call starts (a short read, or more than IOV_MAX buffers).
+      let left = bytesRead + skip
+      while (first < buffers.length && left >= buffers[first]!.length) { left -= buffers[first]!.length; first++ }
+      skip = left
+    }
+    return done
+  }
+
   async remove (id: number): Promise<void> {
+    this.generation++
     const fd = this.readers.get(id)
     this.readers.delete(id)
     await fd?.then(async f => { await f.close() }, () => {})

@@ -25,8 +25,8 @@ export class FileExport implements NbdExport {
     return new FileExport(fd, size, readOnly)
   }
 
-  async read (offset: number, length: number): Promise<Uint8Array> {
-    const out = Buffer.allocUnsafe(length)
+  async read (offset: number, length: number, options: { into?: Uint8Array } = {}): Promise<Uint8Array> {
+    const out = options.into?.length === length ? options.into : Buffer.allocUnsafe(length)
     let done = 0
     while (done < length) {
       const { bytesRead } = await this.fd.read(out, done, length - done, offset + done)

@@ -4,11 +4,14 @@ import {
   SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC
 } from './protocol.js'
 import { ProtocolViolation } from './violation.js'
+import { BufferPool } from './buffer-pool.js'
 import { isSystemError } from '../../errors.js'
 import type { SocketReader } from './socket-reader.js'
 import type { Negotiated } from './negotiate.js'
 import type { NbdEvent, NbdExtent } from '../interface.js'
 
+/** READ replies (header and data), shared by every connection. */
+const replies = new BufferPool(64 * 1024 * 1024)
 /** Extents in one BLOCK_STATUS reply; the client asks again for the rest. */
 const MAX_EXTENTS = 8192
 /** Stop taking requests while this many reply bytes wait for a slow client. */
@@ -159,8 +162,25 @@ export class Transmission {
     const signal = this.init.signal
     switch (request.type) {
       case CMD.READ: {
-        const data = await exp.read(request.offset, request.length, { signal })
-        this.readReply(request, data)
+        // The reply header and the data in one pooled buffer: the export reads straight into it.
+        const headerLength = this.session.structured ? 28 : 16
+        const reply = replies.take(headerLength + request.length)
+        const into = reply.subarray(headerLength, headerLength + request.length)
+        let data: Uint8Array
+        try {
+          data = await exp.read(request.offset, request.length, { signal, into })
+        } catch (err) {
+          replies.give(reply) // an export never writes into `into` once its read has settled
+          throw err
+        }
+        if (data.buffer === into.buffer && data.byteOffset === into.byteOffset && data.length === into.length) {
+          this.readHeader(request, reply)
+          if (this.socket.destroyed) return
+          this.socket.write(reply.subarray(0, headerLength + request.length), () => { replies.give(reply) })
+        } else {
+          replies.give(reply)
+          this.readReply(request, data)
+        }
         return
       }
       case CMD.WRITE:
@@ -213,6 +233,23 @@ export class Transmission {
     cookie.copy(header, 8)
     header.writeUInt32BE(length, 16)
     return header
+  }
+
+  /** Writes the header of a READ's reply into the first 16 (simple) or 28 (structured) bytes of `out`. */
+  private readHeader (request: Request, out: Buffer): void {
+    if (!this.session.structured) {
+      out.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0)
+      out.writeUInt32BE(0, 4)
+      request.cookie.copy(out, 8)
+      return
+    }
+    out.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0)
+    out.writeUInt16BE(REPLY_FLAG_DONE, 4)
+    out.writeUInt16BE(REPLY_TYPE.OFFSET_DATA, 6)
+    request.cookie.copy(out, 8)
+    out.writeUInt32BE(8 + request.length, 16)
+    out.writeUInt32BE(Math.floor(request.offset / 2 ** 32), 20)
+    out.writeUInt32BE(request.offset >>> 0, 24)
   }
 
   private readReply (request: Request, data: Uint8Array): void {
