@@ -63,6 +63,9 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     expect(status.code, status.stderr).toBe(0)
     expect(status.result.peerId).toBe(seeder.peerId)
     expect(status.result.transfer.bytesSent).toBeGreaterThan(0)
+    // Hosts that start together serve each other what they already have (BitTorrent's trick).
+    const uploads = await Promise.all(hosts.map(async h => (await h.run(['status', '--json'])).result.transfer.bytesSent as number))
+    expect(uploads.reduce((a, b) => a + b, 0), `bytes the hosts sent each other: ${uploads.join(', ')}`).toBeGreaterThan(0)
     const peers = await hosts[0]!.run(['peers', '--json'])
     expect(peers.lines.some(l => l.peer === seeder.peerId)).toBe(true)
     await Promise.all(hosts.map(async h => { expect(await h.stop()).toBe(0) }))

@@ -27,6 +27,8 @@ class Serving {
   readonly peer: string
   compress = false
   readonly interests = new Set<string>()
+  /** Roots for which the peer got a full HAVE (all, or a bitfield) from us: index updates mean something to it. */
+  readonly described = new Set<string>()
   private readonly queues: CID[][] = [[], [], []]
   private queued = 0
   private readonly cancelled = new Set<string>()
@@ -126,7 +128,9 @@ export class BlockServer {
       case T.INTEREST: {
         if (serving.interests.size >= MAX_INTERESTS && !serving.interests.has(message.root.toString())) throw new ProtocolError('too many interests')
         serving.interests.add(message.root.toString())
-        await serving.channel.send({ type: T.HAVE, ...(await this.haves(message.root)) })
+        const have = await this.haves(message.root)
+        if (have.all === true || have.bitfield != null) serving.described.add(message.root.toString())
+        await serving.channel.send({ type: T.HAVE, ...have })
         return
       }
       default:
@@ -168,11 +172,20 @@ export class BlockServer {
     }
   }
 
-  /** Tells the peers following `root` that we now hold these leaves. */
+  /**
+   * Tells the peers following `root` that we now hold these leaves. A peer that asked before we had
+   * any (it got an empty HAVE, so index updates would mean nothing to it) gets the whole bitfield
+   * first: without it, hosts that start together never learn what the others hold.
+   */
   announce (root: CID, indices: number[]): void {
     const key = root.toString()
     for (const serving of this.serving) {
       if (!serving.interests.has(key)) continue
+      if (!serving.described.has(key)) {
+        serving.described.add(key)
+        void this.haves(root).then(async have => { await serving.channel.send({ type: T.HAVE, ...have }) }).catch(() => {})
+        continue
+      }
       for (let i = 0; i < indices.length; i += MAX_LIST * 4) {
         void serving.channel.send({ type: T.HAVE, root, indices: indices.slice(i, i + MAX_LIST * 4) })
       }
