@@ -177,6 +177,12 @@ export class Runtime {
           log('boot profile of %s: %d blocks (%d bytes) prefetched, %d local, %d failed, in %d ms', spec.name, r.blocks, r.bytes, r.local, r.failed, r.ms)
         }, err => { if (!signal.aborted) log('boot profile of %s: %s', spec.name, (err as Error).message) })
       }
+      if (fetcher != null) {
+        // QEMU needs the kernel and initrd whole before it starts: pull them side by side (the
+        // launcher's own pulls, one after the other, join these).
+        const signal = AbortSignal.any([prefetch.signal, this.background.signal])
+        for (const blob of [spec.kernel, spec.initrd]) if (blob != null) void fetcher.pull(parseCid(blob), { signal }).catch(() => {})
+      }
       const vm = await launchVm({
         dataDir: this.components.dataDir,
         blocksFor: root => this.blocksFor(root),
