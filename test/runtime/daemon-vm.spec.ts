@@ -1,12 +1,14 @@
 /**
  * VMs run by the daemon: its `nbd` service serves the disks, `run --detach` returns, `ps`, `console`,
- * `stop` (ACPI) and port forwards work from other processes; guest fsyncs survive kill -9 of QEMU;
+ * `stop` (ACPI) and port forwards work from other processes; guest fsyncs survive kill -9 of QEMU,
+ * of the daemon or of both, at eight kill points;
  * no QEMU outlives the daemon that serves its disks.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { existsSync, statSync } from 'node:fs'
+import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cli, tempDir, type CliResult } from '../helpers/cli.js'
 import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
@@ -81,24 +83,69 @@ describe('VMs in the daemon', () => {
     expect(existsSync(join(data, 'vms', 'web', 'qmp.sock'))).toBe(false)
   }, BOOT_TIMEOUT * 2)
 
-  it('every record the guest saw fsynced survives kill -9 of QEMU', async () => {
-    for (const killAfter of [3, 25]) {
-      const name = `durable-${killAfter}`
+  it('kill -9 loop: every record the guest saw fsynced survives QEMU, the daemon or both killed at many points', async () => {
+    // Each boot first prints every record on its disk, so boot i checks what boot i-1 saw fsynced;
+    // then it appends records (each fsynced, then "SYNCED <boot>.<j>") until the kill. Kill points:
+    // right at the marker, after the j-th SYNCED, or a delay after the marker (mid-record). When the
+    // daemon dies, QEMU (which writes its layer itself) goes on until the next daemon reaps it.
+    const points: Array<{ kill: 'qemu' | 'daemon' | 'both', at: 'marker' | { synced: number } | { ms: number } }> = [
+      { kill: 'qemu', at: { synced: 1 } },
+      { kill: 'daemon', at: { synced: 3 } },
+      { kill: 'qemu', at: { ms: 150 } },
+      { kill: 'both', at: { synced: 8 } },
+      { kill: 'qemu', at: 'marker' },
+      { kill: 'daemon', at: { ms: 400 } },
+      { kill: 'qemu', at: { synced: 25 } },
+      { kill: 'both', at: { ms: 60 } }
+    ]
+    const name = 'durable'
+    const log = consoleLog(name)
+    const expected: string[] = []
+    const tail = async (from: number): Promise<string> => (await readFile(log).catch(() => Buffer.alloc(0))).subarray(from).toString('utf8')
+    const waitInLog = async (from: number, pattern: RegExp, timeoutMs: number): Promise<string> => {
+      const deadline = Date.now() + timeoutMs
+      while (Date.now() < deadline) {
+        const text = await tail(from)
+        if (pattern.test(text)) return text
+        await new Promise(r => setTimeout(r, 25))
+      }
+      throw new Error(`${pattern} did not appear in ${log} within ${timeoutMs} ms: ${(await tail(from)).slice(-1500)}`)
+    }
+    const records = (text: string): string[] => [...text.matchAll(/^collective-appliance: record (.*?)\r?$/gm)].map(m => m[1]!)
+    for (const [i, point] of points.entries()) {
+      const boot = i + 1
+      const from = await stat(log).then(s => s.size, () => 0)
       const r = await start(name, `${QUIET} collective.records=400`, ['--detach'])
       expect(r.code, r.stderr).toBe(0)
-      const text = await waitForFile(consoleLog(name), new RegExp(`SYNCED 1\\.${killAfter}\\b`), BOOT_TIMEOUT)
-      const pid = await pidOf(name)
-      process.kill(pid, 'SIGKILL')
-      const seen = [...(await waitForFile(consoleLog(name), /SYNCED/, 1000)).matchAll(/SYNCED (\d+\.\d+)/g)].map(m => m[1])
-      expect(seen.length).toBeGreaterThanOrEqual(killAfter)
-      expect(text).toBeTruthy()
-      // The daemon notices QEMU died and clears the run state.
-      for (let i = 0; i < 50 && (await cp(['ps', '--json'])).result.vms.some((vm: any) => vm.name === name); i++) await new Promise(r => setTimeout(r, 100))
-      const again = await start(name, `${QUIET} collective.halt=1`)
-      expect(again.code, again.stderr).toBe(0)
-      for (const record of seen) expect(again.stdout).toContain(`record record ${record}`)
-      expect(again.stdout).toMatch(/READY boot=2/)
+      const booted = await waitInLog(from, /COLLECTIVE-APPLIANCE-READY boot=\d+/, BOOT_TIMEOUT)
+      expect(booted, `kill point ${i}`).toContain(`COLLECTIVE-APPLIANCE-READY boot=${boot}`)
+      const onDisk = records(booted)
+      const lost = expected.filter(r => !onDisk.includes(r))
+      expect(lost, `boot ${boot} after ${JSON.stringify(points[i - 1])}: on disk ${onDisk.join(', ')}`).toEqual([])
+      for (const record of onDisk) expect(record).toMatch(/^(boot \d+|record \d+\.\d+)$/)
+      const { pid } = JSON.parse(await readFile(join(data, 'vms', name, 'run.json'), 'utf8'))
+      if (typeof point.at === 'object' && 'synced' in point.at) await waitInLog(from, new RegExp(`SYNCED ${boot}\\.${point.at.synced}\\b`), BOOT_TIMEOUT)
+      else if (typeof point.at === 'object') await new Promise(r => setTimeout(r, (point.at as { ms: number }).ms))
+      if (point.kill !== 'daemon') process.kill(pid, 'SIGKILL')
+      if (point.kill !== 'qemu') {
+        await daemon.kill()
+        daemon = await startDaemon(data) // kills the QEMU its predecessor left without disks
+      }
+      for (let t = 0; t < 200 && alive(pid); t++) await new Promise(r => setTimeout(r, 50))
+      expect(alive(pid)).toBe(false)
+      // The owner notices QEMU died and clears the run state (or the new daemon did, reaping it).
+      for (let t = 0; t < 200 && existsSync(join(data, 'vms', name, 'run.json')); t++) await new Promise(r => setTimeout(r, 50))
+      // What the guest saw fsynced, up to its last console line: the next boot must print all of it.
+      const seen = [...(await tail(from)).matchAll(/^SYNCED (\d+\.\d+)/gm)].map(m => `record ${m[1]}`)
+      if (typeof point.at === 'object' && 'synced' in point.at) expect(seen.length).toBeGreaterThanOrEqual(point.at.synced)
+      expected.push(`boot ${boot}`, ...seen)
     }
+    const last = await start(name, `${QUIET} collective.halt=1`)
+    expect(last.code, last.stderr).toBe(0)
+    expect(last.stdout).toMatch(new RegExp(`READY boot=${points.length + 1}\\b`))
+    const onDisk = records(last.stdout)
+    expect(expected.filter(r => !onDisk.includes(r)), `final boot: on disk ${onDisk.join(', ')}`).toEqual([])
+    expect(expected.filter(r => r.startsWith('record')).length).toBeGreaterThan(points.length)
   }, BOOT_TIMEOUT * 4)
 
   it('stopping the daemon powers its VMs off; a daemon killed with -9 leaves no QEMU behind the next one', async () => {
