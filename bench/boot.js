@@ -198,6 +198,8 @@ async function main() {
   const app = appliance();
   const disk = paddedDisk(app.disk, padMiB);
   const diskSize = statSync(disk).size;
+  // What a host would download to have the whole appliance: the disk, the kernel and the initrd.
+  const applianceBytes = diskSize + statSync(app.kernel).size + statSync(app.initrd).size;
   log(`boot bench: test appliance, disk ${fmtMiB(diskSize)} MiB (pad ${padMiB} MiB), kernel ${fmtMiB(statSync(app.kernel).size)} MiB, ${runs} runs, TCG`);
 
   // The publisher: every block local; a second daemon so the DHT has somewhere to put records.
@@ -249,6 +251,7 @@ async function main() {
       for (const k of ['diskBytes', 'demandBytes', 'prefetchBytes', 'wireBytes']) out[k] = median(rs.map((r) => r[k]));
       out.diskShare = round(out.diskBytes / diskSize, 4);
       out.wireShare = round(out.wireBytes / diskSize, 4);
+      out.wireShareOfAppliance = round(out.wireBytes / applianceBytes, 4);
     }
     return out;
   };
@@ -262,10 +265,12 @@ async function main() {
     ['(c) cold, boot profile', s.coldProfile.seconds, ratio(s.coldProfile), s.coldProfile.qemuStartSeconds, fmtMiB(s.coldProfile.diskBytes) + ' MiB', `${(100 * s.coldProfile.diskShare).toFixed(2)} %`, fmtMiB(s.coldProfile.wireBytes) + ' MiB'],
   ]);
   log('disk bytes: fetched because the guest read them (demand) or ahead from the profile, before the marker;');
-  log('all bytes: every block byte on the wire before the marker (kernel + initrd pulled whole, the background pull).');
+  log('all bytes: every block byte on the wire before the marker (kernel + initrd pulled whole, the background pull);');
+  log(`  as a share of the whole appliance (disk + kernel + initrd, ${fmtMiB(applianceBytes)} MiB): ` +
+    `${(100 * s.coldPlain.wireShareOfAppliance).toFixed(1)} % without a profile, ${(100 * s.coldProfile.wireShareOfAppliance).toFixed(1)} % with one.`);
   const out = {
     bench: 'boot', runs, padMiB, marker: MARKER, accel: 'tcg',
-    image: { diskBytes: diskSize, diskStoredBytes: diskStored,
+    image: { diskBytes: diskSize, diskStoredBytes: diskStored, applianceBytes,
       kernelBytes: statSync(app.kernel).size, initrdBytes: statSync(app.initrd).size, profileBytes },
     ...s,
     ratios: { local: ratio(s.local), coldPlain: ratio(s.coldPlain), coldProfile: ratio(s.coldProfile) },

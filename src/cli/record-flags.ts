@@ -27,6 +27,7 @@ export function recordOptions (ctx: Context, values: Record<string, unknown>): R
     if (values['record-until'] != null || values['record-timeout'] != null) throw new UsageError('--record-until and --record-timeout need --record-profile FILE')
     return undefined
   }
+  if (values.fresh !== true) ctx.note('recording a boot profile without --fresh: what the VM\'s layer already holds is not read from the disk, so not recorded')
   return {
     file: ctx.path(file),
     until: values['record-until'] as string | undefined,
@@ -35,8 +36,7 @@ export function recordOptions (ctx: Context, values: Record<string, unknown>): R
 }
 
 /** The same flags as an argv again (a `run` handed to the daemon as a `start`), paths made absolute. */
-export function recordArgv (ctx: Context, values: Record<string, unknown>): string[] {
-  const record = recordOptions(ctx, values)
+export function recordArgv (record: RecordOptions | undefined): string[] {
   if (record == null) return []
   const argv = ['--record-profile', record.file, '--record-timeout', String(record.timeoutMs! / 1000)]
   if (record.until != null) argv.push('--record-until', record.until)

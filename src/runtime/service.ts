@@ -181,7 +181,10 @@ export class Runtime {
         // QEMU needs the kernel and initrd whole before it starts: pull them side by side (the
         // launcher's own pulls, one after the other, join these).
         const signal = AbortSignal.any([prefetch.signal, this.background.signal])
-        for (const blob of [spec.kernel, spec.initrd]) if (blob != null) void fetcher.pull(parseCid(blob), { signal }).catch(() => {})
+        const started = Date.now()
+        for (const blob of [spec.kernel, spec.initrd]) {
+          if (blob != null) void fetcher.pull(parseCid(blob), { signal }).then(() => { log('%s: boot file %s local after %d ms', spec.name, blob, Date.now() - started) }, () => {})
+        }
       }
       const vm = await launchVm({
         dataDir: this.components.dataDir,

@@ -46,7 +46,7 @@ async function runThroughDaemon (ctx: Context, socket: string, ref: string, valu
   }
   const record = recordOptions(ctx, values)
   const since = Date.now()
-  const argv = ['--data-dir', ctx.dataDir, 'start', ...vmArgv(ref, values), ...recordArgv(ctx, values), '--json']
+  const argv = ['--data-dir', ctx.dataDir, 'start', ...vmArgv(ref, values), ...recordArgv(record), '--json']
   const code = await runInDaemon(socket, { argv, cwd: ctx.io.cwd, tty: { stdout: false, stderr: ctx.io.stderr.isTTY === true } }, { stdout, stderr: ctx.io.stderr }, ctx.signal)
   if (code !== 0 || started == null) return code === 0 ? 1 : code
   if (values.detach === true) {
