@@ -9,6 +9,7 @@ import { reapOrphans } from './vm-control.js'
 import { VmRunningError } from './errors.js'
 import { ProfileRecorder, finishRecording, observeReads, type RecordOptions, type RecordedProfile } from './profile/index.js'
 import { prefetchBootProfile } from './profile/prefetch-boot.js'
+import { bootSettled } from './boot-settled.js'
 import type { NbdEvent, VmSpec } from './interface.js'
 import type { Store } from '../store/index.js'
 import { parseCid, type CID } from '../dag/hash.js'
@@ -69,6 +70,8 @@ export class Runtime {
   private readonly background = new AbortController()
   /** Who watches the reads of each root (a recording boot profile), by root CID. */
   private readonly readWatchers = new Map<string, Set<(offset: number, length: number) => void>>()
+  /** When each root was last read over NBD (a booting VM's disk I/O settling). */
+  private readonly lastRead = new Map<string, number>()
   private readonly lazy: LazyStats = { demandBlocks: 0, demandBytes: 0, prefetchBlocks: 0, prefetchBytes: 0 }
 
   constructor (components: RuntimeComponents, init: RuntimeInit = {}) {
@@ -81,7 +84,10 @@ export class Runtime {
         const exp = await this.exports.resolve(name, options)
         if (exp == null) return undefined
         const root = parseCid(name).toString()
-        return observeReads(exp, (offset, length) => { for (const watch of this.readWatchers.get(root) ?? []) watch(offset, length) })
+        return observeReads(exp, (offset, length) => {
+          this.lastRead.set(root, Date.now())
+          for (const watch of this.readWatchers.get(root) ?? []) watch(offset, length)
+        })
       },
       list: () => this.exports.list(),
       onEvent: event => {
@@ -195,10 +201,9 @@ export class Runtime {
         nbdSocket: this.server.path
       }, spec, options)
       this.vms.set(spec.name, vm)
-      // The VM boots on demand reads; the rest of its disks streams in behind it at low priority.
-      for (const disk of spec.disks) {
-        if (fetcher != null) void fetcher.pull(parseCid(disk.root), { signal: this.background.signal }).catch(err => { log('background pull of %s: %s', disk.root, (err as Error).message) })
-      }
+      // The VM boots on demand reads (and its profile's prefetch); once its disk I/O settles, the rest
+      // of its disks streams in behind it at low priority.
+      if (fetcher != null) void this.pullWhenSettled(spec, vm, fetcher)
       void vm.exited.finally(() => {
         prefetch.abort()
         if (this.vms.get(spec.name) === vm) this.vms.delete(spec.name)
@@ -214,6 +219,20 @@ export class Runtime {
       throw err
     } finally {
       this.starting.delete(spec.name)
+    }
+  }
+
+  private async pullWhenSettled (spec: VmSpec, vm: RunningVm, fetcher: BlockFetcher): Promise<void> {
+    const roots = spec.disks.map(d => parseCid(d.root).toString())
+    const started = Date.now()
+    const lastRead = (): number | undefined => {
+      const times = roots.map(r => this.lastRead.get(r) ?? 0).filter(t => t >= started)
+      return times.length === 0 ? undefined : Math.max(...times)
+    }
+    if (!await bootSettled({ lastRead, exited: vm.exited, signal: this.background.signal })) return
+    log('%s: boot I/O settled after %d ms, pulling the rest of its disks', spec.name, Date.now() - started)
+    for (const root of roots) {
+      void fetcher.pull(parseCid(root), { signal: this.background.signal }).catch(err => { log('background pull of %s: %s', root, (err as Error).message) })
     }
   }
 
