@@ -83,9 +83,9 @@ try {
   // casync: v1 then v2 into one store; the growth is what a casync client fetches for v2.
   const cas = join(dir, 'casync');
   await run('casync', ['make', `--store=${cas}`, join(dir, 'v1.caibx'), fixtures.v1], { measureRss: false });
-  const s1 = treeBytes(cas, '.cacnk');
+  const s1 = treeBytes(cas, '.cacnk').bytes;
   await run('casync', ['make', `--store=${cas}`, join(dir, 'v2.caibx'), fixtures.v2], { measureRss: false });
-  const casyncBytes = treeBytes(cas, '.cacnk') - s1;
+  const casyncBytes = treeBytes(cas, '.cacnk').bytes - s1;
 
   const maxFetched = Math.max(...perHost.map((h) => h.bytesFetched));
   const maxWire = Math.max(...perHost.map((h) => h.wireReceived));
