@@ -1,3 +1,4 @@
+import { readv as readvCallback, readvSync } from 'node:fs'
 import { open, readdir, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fromSystemError } from '../errors.js'
@@ -22,6 +23,13 @@ export interface Location {
   length: number
 }
 
+/** A pack open for raw reads: its fd and how many reads are in flight on it. */
+interface OpenPack {
+  fd: number
+  reads: number
+  idle?: () => void
+}
+
 export function packName (id: number): string {
   return `${String(id).padStart(8, '0')}.pack`
 }
@@ -33,6 +41,12 @@ export class PackFiles {
   readonly dir: string
   /** Open promises, not handles: concurrent first reads of a pack share one open (no leaked fd). */
   private readonly readers = new Map<number, Promise<FileHandle>>()
+  /**
+   * The same packs once open, for `readv`'s raw-fd reads (a callback, no promise machinery per read).
+   * Raw reads in flight are counted: a pack's fd is closed only once none is (a read never sees the
+   * bytes of another file that reused the fd number).
+   */
+  private readonly opened = new Map<number, OpenPack>()
   /**
    * Bumped (before anything is closed or unlinked) each time a pack is removed: locations handed out
    * earlier may then name a pack that is gone. Caches of locations compare it (Blockstore.readGeneration).
@@ -55,11 +69,23 @@ export class PackFiles {
   private async reader (id: number): Promise<FileHandle> {
     let fd = this.readers.get(id)
     if (fd == null) {
-      fd = open(this.path(id), 'r')
+      const opening = open(this.path(id), 'r')
+      fd = opening.then(handle => {
+        // Not if the pack was removed while it opened (remove closes this handle).
+        if (this.readers.get(id) === fd) this.opened.set(id, { fd: handle.fd, reads: 0 })
+        return handle
+      })
       this.readers.set(id, fd)
       fd.catch(() => { this.readers.delete(id) })
     }
     return await fd
+  }
+
+  /** Waits until no raw read of `pack` is in flight, and forgets its fd for them. */
+  private async retire (id: number): Promise<void> {
+    const pack = this.opened.get(id)
+    this.opened.delete(id)
+    if (pack != null && pack.reads > 0) await new Promise<void>(resolve => { pack.idle = resolve })
   }
 
   /** Reads a payload; a short read (a pack cut short under the index) is reported as such. */
@@ -118,6 +144,38 @@ export class PackFiles {
    * only once reads in flight are done, so a read never sees another file's bytes).
    */
   async readv (id: number, position: number, buffers: Uint8Array[]): Promise<number> {
+    const pack = this.opened.get(id)
+    if (pack == null || buffers.length > IOV_MAX) return await this.readvLoop(id, position, buffers)
+    let total = 0
+    for (const b of buffers) total += b.length
+    pack.reads++
+    const n = await new Promise<number>((resolve, reject) => {
+      readvCallback(pack.fd, buffers, position, (err, bytesRead) => {
+        if (--pack.reads === 0) pack.idle?.()
+        if (err != null) reject(err)
+        else resolve(bytesRead)
+      })
+    })
+    if (n === total || n === 0) return n
+    // A short read (rare: a signal, or the end of the pack): the rest the careful way.
+    let skip = n
+    let first = 0
+    while (skip >= buffers[first]!.length) skip -= buffers[first++]!.length
+    const rest = [buffers[first]!.subarray(skip), ...buffers.slice(first + 1)]
+    return n + await this.readvLoop(id, position + n, rest)
+  }
+
+  /**
+   * `readv` done now, blocking (for bytes the caller expects in the page cache). Undefined when the
+   * pack is not open yet; may be short (then use `readv`).
+   */
+  readvNow (id: number, position: number, buffers: Uint8Array[]): number | undefined {
+    const pack = this.opened.get(id)
+    if (pack == null || buffers.length > IOV_MAX) return undefined
+    return readvSync(pack.fd, buffers, position)
+  }
+
+  private async readvLoop (id: number, position: number, buffers: Uint8Array[]): Promise<number> {
     const fd = await this.reader(id)
     let total = 0
     for (const b of buffers) total += b.length
@@ -145,11 +203,13 @@ export class PackFiles {
     this.generation++
     const fd = this.readers.get(id)
     this.readers.delete(id)
+    await this.retire(id)
     await fd?.then(async f => { await f.close() }, () => {})
     await unlink(this.path(id)).catch(() => {})
   }
 
   async close (): Promise<void> {
+    for (const id of [...this.opened.keys()]) await this.retire(id)
     for (const fd of this.readers.values()) await fd.then(async f => { await f.close() }).catch(() => {})
     this.readers.clear()
   }

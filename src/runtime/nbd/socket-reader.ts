@@ -50,6 +50,11 @@ export class SocketReader {
     return this.take(length)
   }
 
+  /** Exactly `length` bytes if they are here already, else undefined (then `read`). */
+  tryRead (length: number): Buffer | undefined {
+    return this.buffered >= length ? this.take(length) : undefined
+  }
+
   private take (length: number): Buffer {
     let out: Buffer
     const first = this.chunks[0]!

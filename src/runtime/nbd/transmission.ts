@@ -31,11 +31,15 @@ const ALLOWED_FLAGS: Record<number, number> = {
 interface Request {
   flags: number
   type: number
+  /** The client's 8-byte handle, echoed in the reply (a view of the request header). */
   cookie: Buffer
   offset: number
   length: number
   payload?: Buffer
 }
+
+/** Offsets past 2^53 cannot be inside any export: they read as MAX_SAFE_INTEGER (the range check fails them). */
+const MAX_OFFSET_HIGH = 2 ** 21
 
 /** A request we refuse: an error number and a message for the client. */
 class RequestError extends Error {
@@ -72,17 +76,22 @@ export class Transmission {
 
   async run (): Promise<string> {
     const size = this.session.export.size
+    const done = (): void => {
+      this.inflight--
+      this.idle.shift()?.()
+    }
     while (true) {
-      await this.slot()
-      const header = await this.reader.read(REQUEST_SIZE)
+      if (this.inflight >= this.init.maxInflight || this.socket.writableLength > WRITE_HIGH_WATER) await this.slot()
+      // Requests usually arrive several to a chunk: take them without waiting when they are here.
+      const header = this.reader.tryRead(REQUEST_SIZE) ?? await this.reader.read(REQUEST_SIZE)
       if (header.readUInt32BE(0) !== REQUEST_MAGIC) throw new ProtocolViolation('bad request magic')
-      const offset64 = header.readBigUInt64BE(16)
+      const high = header.readUInt32BE(16)
       const request: Request = {
         flags: header.readUInt16BE(4),
         type: header.readUInt16BE(6),
-        cookie: Buffer.from(header.subarray(8, 16)),
-        // Offsets past 2^53 cannot be inside any export: make them fail the range check.
-        offset: offset64 > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset64),
+        // The header is a view of a chunk the socket gave us and nobody writes to again.
+        cookie: header.subarray(8, 16),
+        offset: high >= MAX_OFFSET_HIGH ? Number.MAX_SAFE_INTEGER : high * 2 ** 32 + header.readUInt32BE(20),
         length: header.readUInt32BE(24)
       }
       if (request.type === CMD.WRITE) {
@@ -98,10 +107,7 @@ export class Transmission {
         return 'client disconnected (NBD_CMD_DISC)'
       }
       this.inflight++
-      void this.serve(request, size).finally(() => {
-        this.inflight--
-        this.idle.shift()?.()
-      })
+      this.serve(request, size).then(done, done)
     }
   }
 
