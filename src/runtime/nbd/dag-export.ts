@@ -37,6 +37,11 @@ const SLOW_SYNC_READ_MS = 50
 const SYNC_BACKOFF_MS = 10_000
 /** Where the record headers between coalesced leaves are read to (never looked at). */
 const JUNK = Buffer.allocUnsafe(COALESCE_GAP)
+const junkViews: Buffer[] = []
+/** A view of `gap` junk bytes (the same few sizes over and over: record headers are ~41 bytes). */
+function junk (gap: number): Buffer {
+  return junkViews[gap] ??= JUNK.subarray(0, gap)
+}
 const DIGEST = 32
 
 /**
@@ -120,6 +125,8 @@ interface Run { pack: number, position: number, end: number, buffers: Uint8Array
 interface Check { node: TreeNode, i: number, bytes: Uint8Array, to?: Uint8Array, from?: number }
 /** A leaf the store lacks (or could not place): read through the generic path. */
 interface Fetch { node: TreeNode, i: number, from: number, to: Uint8Array }
+/** How one read gets its bytes (DagExport.plan). */
+interface Plan { runs: Run[], checks: Check[] | undefined, fetches: Fetch[] | undefined, now: number }
 
 /**
  * A disk DAG served read-only: offsets map to leaves through a cache of decoded nodes, holes read as
@@ -165,10 +172,14 @@ export class DagExport implements NbdExport {
     const end = Math.min(offset + length, this.size)
     // Not zero-filled up front: every byte is either a leaf's (read into place) or a hole's (filled).
     const out = options.into?.length === end - offset ? options.into : Buffer.allocUnsafe(Math.max(0, end - offset))
+    if (offset >= end) return out
     for (let attempt = 1; ; attempt++) {
       const generation = this.store?.readGeneration ?? 0
       try {
-        await this.fill(out, offset, end, options.signal)
+        // Usually every node is cached and located, and every leaf warm: then nothing here waits.
+        const nodes = this.cachedLeafNodes(offset, end, out)
+        const plan = nodes != null && this.located(nodes) ? this.plan(nodes, out, offset, end) : await this.prepare(out, offset, end, options.signal)
+        if (!this.readWarm(plan)) await this.finish(plan, options.signal)
         return out
       } catch (err) {
         // gc or fsck moved blocks while we read: the locations we used may be gone. Look again.
@@ -177,30 +188,41 @@ export class DagExport implements NbdExport {
     }
   }
 
-  private async fill (out: Uint8Array, start: number, end: number, signal?: AbortSignal): Promise<void> {
-    if (start >= end) return
-    // The nodes are usually cached and located: then nothing here waits before the pack reads.
-    const nodes = this.cachedLeafNodes(start, end, out) ?? await this.leafNodes(start, end, out, signal)
+  /** Whether every node's leaf locations are current (or there is no store to locate them in). */
+  private located (nodes: TreeNode[]): boolean {
+    if (this.store == null) return true
+    const generation = this.store.readGeneration
+    for (const node of nodes) if (node.generation !== generation || node.stale) return false
+    return true
+  }
+
+  /** The slow way to a plan: load the nodes missing from the cache, locate their leaves. */
+  private async prepare (out: Uint8Array, start: number, end: number, signal?: AbortSignal): Promise<Plan> {
+    const nodes = await this.leafNodes(start, end, out, signal)
     const store = this.store
     if (store != null) {
       const generation = store.readGeneration
-      let locating: Array<Promise<void>> | undefined
-      for (const node of nodes) if (node.generation !== generation || node.stale) (locating ??= []).push(this.locate(node, store))
-      if (locating != null) {
-        await Promise.all(locating)
-        if (signal?.aborted === true) throw new AbortError()
-      }
+      const locating: Array<Promise<void>> = []
+      for (const node of nodes) if (node.generation !== generation || node.stale) locating.push(this.locate(node, store))
+      await Promise.all(locating)
+      if (signal?.aborted === true) throw new AbortError()
     }
+    return this.plan(nodes, out, start, end)
+  }
 
-    const runs: Run[] = []
-    const checks: Check[] = []
-    const fetches: Fetch[] = []
+  /**
+   * Where each byte of [start, end) comes from: holes are zero-filled now; leaves in the store become
+   * runs of adjacent pack records (one preadv each, straight into `out`; a leaf not verified yet is
+   * read whole and checked, aside if only part of it is wanted); the others are fetched.
+   */
+  private plan (nodes: TreeNode[], out: Uint8Array, start: number, end: number): Plan {
+    const store = this.store
+    const plan: Plan = { runs: [], checks: undefined, fetches: undefined, now: performance.now() }
     let run: Run | undefined
-    const now = performance.now()
     for (const node of nodes) {
       const current = node.generation === (store?.readGeneration ?? 0)
-      const recent = now - node.readAt < RECENT_MS
-      node.readAt = now
+      const recent = plan.now - node.readAt < RECENT_MS
+      node.readAt = plan.now
       for (let i = node.first(start); i < node.count; i++) {
         const leafStart = node.start(i)
         if (leafStart >= end) break
@@ -210,8 +232,10 @@ export class DagExport implements NbdExport {
         const dest = out.subarray(from - start, to - start)
         if (node.holes![i] === 1) { dest.fill(0); continue }
         const pack = node.packs![i]!
-        if (store == null || pack < 0 || !current) { fetches.push({ node, i, from: from - leafStart, to: dest }); continue }
-        const whole = from === leafStart && to === leafEnd
+        if (store == null || pack < 0 || !current) {
+          (plan.fetches ??= []).push({ node, i, from: from - leafStart, to: dest })
+          continue
+        }
         let position = node.positions![i]!
         let buffer: Uint8Array
         const verified = node.verified![i] === 1
@@ -219,55 +243,68 @@ export class DagExport implements NbdExport {
         if (verified) {
           position += from - leafStart
           buffer = dest
-        } else if (whole) {
+        } else if (from === leafStart && to === leafEnd) {
           buffer = dest
-          checks.push({ node, i, bytes: dest })
+          ;(plan.checks ??= []).push({ node, i, bytes: dest })
         } else {
           // Verifying needs the whole leaf: read it aside, copy the part asked for once it checks out.
           buffer = Buffer.allocUnsafe(leafEnd - leafStart)
-          checks.push({ node, i, bytes: buffer, to: dest, from: from - leafStart })
+          ;(plan.checks ??= []).push({ node, i, bytes: buffer, to: dest, from: from - leafStart })
         }
         const gap = position - (run?.end ?? 0)
         if (run != null && run.pack === pack && gap >= 0 && gap <= COALESCE_GAP &&
           position + buffer.length - run.position <= COALESCE_MAX && run.buffers.length < 1000) {
-          if (gap > 0) run.buffers.push(JUNK.subarray(0, gap))
+          if (gap > 0) run.buffers.push(junk(gap))
           run.buffers.push(buffer)
           run.end = position + buffer.length
           if (!warm) run.cold = true
         } else {
           run = { pack, position, end: position + buffer.length, buffers: [buffer], cold: !warm }
-          runs.push(run)
+          plan.runs.push(run)
         }
       }
     }
+    return plan
+  }
 
-    // Leaves this export read before are read right here (SLOW_SYNC_READ_MS); nothing is in flight yet.
-    let pending = runs
-    if (store != null && runs.length > 0 && (this.syncAfter === 0 || now >= this.syncAfter)) {
-      pending = []
-      for (const r of runs) {
+  /**
+   * Reads the plan's warm runs now (see RECENT_MS), leaving the others in `plan.runs`. True when that
+   * was everything (nothing to fetch, verify or read on the threadpool).
+   */
+  private readWarm (plan: Plan): boolean {
+    const store = this.store
+    if (store != null && plan.runs.length > 0 && (this.syncAfter === 0 || plan.now >= this.syncAfter)) {
+      let cold: Run[] | undefined
+      for (const r of plan.runs) {
         const n = r.cold ? undefined : store.packs.readvNow(r.pack, r.position, r.buffers)
-        if (n !== r.end - r.position) pending.push(r)
+        if (n !== r.end - r.position) (cold ??= []).push(r)
       }
       const done = performance.now()
-      this.syncAfter = done - now > SLOW_SYNC_READ_MS ? done + SYNC_BACKOFF_MS : 0
+      this.syncAfter = done - plan.now > SLOW_SYNC_READ_MS ? done + SYNC_BACKOFF_MS : 0
+      plan.runs = cold ?? []
     }
-    if (pending.length === 1 && fetches.length === 0) {
-      await this.readRun(pending[0]!)
-    } else if (pending.length > 0 || fetches.length > 0) {
-      const reads = pending.map(async r => { await this.readRun(r) })
-      if (fetches.length > 0) reads.push(this.fetch(fetches, signal))
+    return plan.runs.length === 0 && plan.checks == null && plan.fetches == null
+  }
+
+  /** The rest of a plan: runs on the threadpool, fetches, then verifying what was read. */
+  private async finish (plan: Plan, signal?: AbortSignal): Promise<void> {
+    const { runs, fetches, checks } = plan
+    if (runs.length === 1 && fetches == null) {
+      await this.readRun(runs[0]!)
+    } else if (runs.length > 0 || fetches != null) {
+      const reads = runs.map(async r => { await this.readRun(r) })
+      if (fetches != null) reads.push(this.fetch(fetches, signal))
       // Every read settles before we return or throw: none may write into `out` after that.
       const settled = await Promise.allSettled(reads)
       for (const s of settled) if (s.status === 'rejected') throw s.reason
     }
-    for (const c of checks) {
+    for (const c of checks ?? []) {
       if (!sameDigest(nativeBlake3(c.bytes), c.node.digest(c.i))) {
         throw new HashMismatchError(`block ${c.node.leafCid(c.i)} is corrupt on disk (run: collective-peer fsck)`)
       }
       if (c.to != null) c.to.set(c.bytes.subarray(c.from!, c.from! + c.to.length))
       // Trusted from now on, unless the store moved blocks meanwhile (the node is located again).
-      if (c.node.generation === store!.readGeneration) c.node.verified![c.i] = 1
+      if (c.node.generation === this.store!.readGeneration) c.node.verified![c.i] = 1
     }
   }
 
