@@ -10,6 +10,9 @@ import type { Command } from '../command.js'
 import type { Context } from '../context.js'
 import type { Output } from '../progress.js'
 
+/** How long (× 100 ms) `run` waits for the daemon to record how QEMU exited once it is gone. */
+const EXIT_STATE_POLLS = 150
+
 interface Started { name: string, pid: number, accel: string, console: string, consoleStart: number }
 
 /** Prints the console from `from` until the VM exits; Ctrl-C powers the guest off (then follows to the end). */
@@ -56,7 +59,12 @@ async function runThroughDaemon (ctx: Context, socket: string, ref: string, valu
   const dir = new VmDir(ctx.dataDir, started.name)
   const exited = (async () => { while (await dir.running() != null) await new Promise(resolve => setTimeout(resolve, 250)) })()
   await follow(ctx, started.name, started.consoleStart, async () => await stopVm(ctx.dataDir, started!.name, { timeoutMs: stopTimeout }), exited)
-  const exit = await dir.readExit()
+  // QEMU is gone (or a zombie) a moment before the daemon has reaped it and written how it exited.
+  let exit = await dir.readExit()
+  for (let i = 0; exit == null && i < EXIT_STATE_POLLS; i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    exit = await dir.readExit()
+  }
   // The daemon writes the profile when its recording ends: at the marker, or once it saw QEMU exit.
   const profile = record == null ? undefined : await awaitProfileFile(record.file, since, { timeoutMs: 30_000 })
   if (record != null && profile == null) ctx.note(`boot profile: the daemon wrote no ${record.file} (see its log)`)
