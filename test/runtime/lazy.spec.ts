@@ -45,7 +45,7 @@ describe('lazy boot from another host', () => {
     const before = await host.run(['status', '--json'])
     expect(before.result.roots).toBe(0)
     const r = await cli(['--data-dir', host.dataDir, 'run', roots.appliance!, '--kernel', roots.kernel!, '--initrd', roots.initrd!,
-      '--cmdline', 'console=ttyS0 quiet collective.halt=1', '--memory', '256M', '--name', 'cold'], { timeoutMs: BOOT_TIMEOUT })
+      '--cmdline', 'console=ttyS0 quiet no_timer_check collective.halt=1', '--memory', '256M', '--name', 'cold'], { timeoutMs: BOOT_TIMEOUT })
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toMatch(/COLLECTIVE-APPLIANCE-READY boot=1/)
     expect(r.stdout).toContain('disk says hello from the appliance disk')
@@ -64,7 +64,7 @@ describe('lazy boot from another host', () => {
     await writeFile(file, JSON.stringify({
       name: 'test-appliance',
       disks: [{ role: 'program', image: app.disk }],
-      vm: { memory: '256M', cpus: 1, kernel: app.kernel, initrd: app.initrd, cmdline: 'console=ttyS0 quiet collective.halt=1' },
+      vm: { memory: '256M', cpus: 1, kernel: app.kernel, initrd: app.initrd, cmdline: 'console=ttyS0 quiet no_timer_check collective.halt=1' },
       config: {}
     }))
     expect((await source.run(['key', 'create', '--name', 'default'])).code).toBe(0)
