@@ -33,7 +33,7 @@ async function profileLeafBytes (disk: string, profileFile: string, scratch: str
 
 const BOOT_TIMEOUT = 120_000
 const MARKER = 'COLLECTIVE-APPLIANCE-READY'
-const HALT = 'console=ttyS0 quiet collective.halt=1'
+const HALT = 'console=ttyS0 quiet no_timer_check collective.halt=1'
 
 describe('boot profiles', () => {
   let dir: string
@@ -101,6 +101,8 @@ describe('boot profiles', () => {
     const hosts = await Promise.all(['with', 'without'].map(async name => await startDaemon(join(dir, name), ['--bootstrap', source.addresses[0]!])))
     const withId = await publish('profiled', profileFile())
     const withoutId = await publish('unprofiled')
+    const show = await source.run(['appliance', 'show', withId, '--json'])
+    expect(show.result.bootProfile).toEqual({ root: expect.stringMatching(/^baf/), size: (await readFile(profileFile())).length })
 
     const coldRun = async (host: TestDaemon, id: string): Promise<any> => {
       const r = await cli(['--data-dir', host.dataDir, 'run', id, '--accel', 'tcg'], { timeoutMs: BOOT_TIMEOUT })

@@ -51,7 +51,8 @@ const command: Command = {
         signedBy: envelope.signatures.map(s => fingerprint(s.key)),
         disks: m.disks.map(d => ({ name: d.name, role: d.role, root: d.root.toString(), size: d.size })),
         vm: { ...m.vm, kernel: m.vm.kernel?.root.toString(), initrd: m.vm.initrd?.root.toString() },
-        config: m.config
+        config: m.config,
+        ...(m.bootProfile != null ? { bootProfile: { root: m.bootProfile.root.toString(), size: m.bootProfile.size } } : {})
       }
       if (!ctx.json) ctx.say(JSON.stringify(view, null, 2))
       ctx.result(view)
