@@ -1,5 +1,5 @@
 import { decodeNode, decodeRoot, type DiskNode, type DiskRoot, type Link } from './node.js'
-import { RAW_CODE } from './hash.js'
+import { RAW_CODE, blockId } from './hash.js'
 import { throwIfAborted } from '../util/abort.js'
 import type { CID } from 'multiformats/cid'
 
@@ -57,9 +57,14 @@ export class DiskReader {
   get size (): number { return this.root.size }
 
   private async node (cid: CID, level: number, length: number, signal?: AbortSignal): Promise<DiskNode> {
-    const key = cid.toString()
+    const key = blockId(cid)
     const hit = this.cache.get(key)
-    if (hit != null) return hit
+    if (hit != null) {
+      // Least recently used goes first: a walk down keeps its upper levels.
+      this.cache.delete(key)
+      this.cache.set(key, hit)
+      return hit
+    }
     const node = decodeNode(await this.blocks.get(cid, { signal }), level, length)
     if (this.cache.size >= DiskReader.CACHE_NODES) this.cache.delete(this.cache.keys().next().value!)
     this.cache.set(key, node)
