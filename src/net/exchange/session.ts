@@ -42,6 +42,7 @@ export interface SessionHost {
 const DEFAULTS = { window: 4 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000 }
 const FLUSH_BYTES = 4 * 1024 * 1024
 const COMMIT_INTERVAL = 1_000
+const COMMIT_BYTES = 16 * 1024 * 1024
 const TICK = 200
 /** Copies of one request allowed in endgame. */
 const ENDGAME_COPIES = 2
@@ -106,6 +107,7 @@ export class PullSession {
   private bytesTotal = 0
   private readonly started = Date.now()
   private lastCommit = Date.now()
+  private uncommitted = 0
 
   constructor (root: CID, host: SessionHost, init: SessionInit, options: PullOptions) {
     this.root = root
@@ -487,9 +489,11 @@ export class PullSession {
       await previous
       if (batch.length === 0) return
       await this.host.store.putMany(batch, { trusted: true })
-      // Commit (fdatasync + index) at least once a second: a killed pull loses at most that much.
-      if (Date.now() - this.lastCommit >= COMMIT_INTERVAL) {
+      this.uncommitted += batch.reduce((n, b) => n + b.bytes.length, 0)
+      // Commit (fdatasync + index) once a second or every 16 MiB: a killed pull loses at most that much.
+      if (Date.now() - this.lastCommit >= COMMIT_INTERVAL || this.uncommitted >= COMMIT_BYTES) {
         this.lastCommit = Date.now()
+        this.uncommitted = 0
         await this.host.store.commit()
       }
       if (this.local == null || this.skeleton == null) return
