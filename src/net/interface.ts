@@ -5,7 +5,8 @@ import type { Blockstore } from '../store/blockstore.js'
 /** Progress of a pull, for progress bars and --json. */
 export type PullProgressEvent =
   | { type: 'pull:start', root: string, size: number, blocks: number, have: number }
-  | { type: 'pull:progress', root: string, blocksFetched: number, bytesFetched: number, blocksTotal: number, bytesTotal: number, peers: number }
+  /** `bytesCommitted`: fetched bytes durable in the store (a killed pull will not fetch them again). */
+  | { type: 'pull:progress', root: string, blocksFetched: number, bytesFetched: number, bytesCommitted: number, blocksTotal: number, bytesTotal: number, peers: number }
   | { type: 'pull:peer-dropped', peer: string, reason: string }
 
 export interface PullOptions {

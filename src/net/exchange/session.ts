@@ -108,6 +108,7 @@ export class PullSession {
   private readonly started = Date.now()
   private lastCommit = Date.now()
   private uncommitted = 0
+  private bytesCommitted = 0
 
   constructor (root: CID, host: SessionHost, init: SessionInit, options: PullOptions) {
     this.root = root
@@ -472,6 +473,7 @@ export class PullSession {
       root: this.key,
       blocksFetched: this.blocksFetched,
       bytesFetched: this.bytesFetched,
+      bytesCommitted: this.bytesCommitted,
       blocksTotal: this.items.size,
       bytesTotal: this.bytesTotal,
       peers: [...this.peers.values()].filter(p => !p.dropped && p.client.haves.has(this.key)).length
@@ -493,8 +495,10 @@ export class PullSession {
       // Commit (fdatasync + index) once a second or every 16 MiB: a killed pull loses at most that much.
       if (Date.now() - this.lastCommit >= COMMIT_INTERVAL || this.uncommitted >= COMMIT_BYTES) {
         this.lastCommit = Date.now()
+        const bytes = this.uncommitted
         this.uncommitted = 0
         await this.host.store.commit()
+        this.bytesCommitted += bytes
       }
       if (this.local == null || this.skeleton == null) return
       const fresh: number[] = []
