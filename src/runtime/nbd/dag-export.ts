@@ -24,8 +24,8 @@ const COALESCE_MAX = 8 * 1024 * 1024
 /** A read retried because the store moved blocks under it (gc, fsck) is retried at most this often. */
 const RETRIES = 3
 /**
- * Leaves this export verified before, in a level-1 node it read within RECENT_MS, are read with a
- * synchronous preadv on the event loop: they are almost surely in the page cache, and a 256 KiB copy
+ * Leaves this export verified before, in a level-1 node it read within RECENT_MS, are read (in runs
+ * of up to SYNC_RUN_MAX) with a synchronous preadv on the event loop: they are almost surely in the page cache, and a 256 KiB copy
  * (~25 µs) costs less than the handoff to libuv's threadpool and back (futex wake-ups and context
  * switches: a fifth of the CPU time of a sequential read; random 4 KiB reads went from 0.7x to 1.5x
  * qemu-nbd's rate). Other reads, which may wait for the disk, go to the threadpool, and so does
@@ -33,6 +33,8 @@ const RETRIES = 3
  * dropped it, or the machine is swapping): the event loop must not wait on disks.
  */
 const RECENT_MS = 30_000
+/** Larger runs go to the threadpool all the same: the event loop never copies more than this at once. */
+const SYNC_RUN_MAX = 1024 * 1024
 const SLOW_SYNC_READ_MS = 50
 const SYNC_BACKOFF_MS = 10_000
 /** Where the record headers between coalesced leaves are read to (never looked at). */
@@ -276,7 +278,7 @@ export class DagExport implements NbdExport {
     if (store != null && plan.runs.length > 0 && (this.syncAfter === 0 || plan.now >= this.syncAfter)) {
       let cold: Run[] | undefined
       for (const r of plan.runs) {
-        const n = r.cold ? undefined : store.packs.readvNow(r.pack, r.position, r.buffers)
+        const n = r.cold || r.end - r.position > SYNC_RUN_MAX ? undefined : store.packs.readvNow(r.pack, r.position, r.buffers)
         if (n !== r.end - r.position) (cold ??= []).push(r)
       }
       const done = performance.now()
