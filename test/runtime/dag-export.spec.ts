@@ -179,7 +179,7 @@ describe('DagExport reads', () => {
 })
 
 describe('PackFiles.readv', () => {
-  it('fills buffers back to back, across more than IOV_MAX of them and short at the end', async () => {
+  it('fills buffers back to back, across more than IOV_MAX of them and short at the end; remove waits for reads in flight', async () => {
     const { dir, cleanup } = await tempDir()
     const s = await openStore(join(dir, 'data'))
     try {
@@ -194,6 +194,23 @@ describe('PackFiles.readv', () => {
       expect(Buffer.compare(Buffer.concat(buffers), pack.subarray(10, 10 + total))).toBe(0)
       const tail = [Buffer.alloc(100), Buffer.alloc(100)]
       expect(await s.blocks.packs.readv(s.blocks.activePack, pack.length - 150, tail)).toBe(150)
+      // Synchronous reads of an open pack, and removal waiting for reads in flight.
+      const now = [Buffer.alloc(5000)]
+      expect(s.blocks.packs.readvNow(s.blocks.activePack, 3, now)).toBe(5000)
+      expect(Buffer.compare(now[0]!, pack.subarray(3, 5003))).toBe(0)
+      const generation = s.blocks.readGeneration
+      const inflight = Array.from({ length: 8 }, (_, i) => {
+        const b = Buffer.alloc(65536)
+        return s.blocks.packs.readv(s.blocks.activePack, i * 1000, [b]).then(n => ({ n, b, i }))
+      })
+      const removed = s.blocks.packs.remove(s.blocks.activePack)
+      expect(s.blocks.readGeneration).not.toBe(generation)
+      expect(s.blocks.packs.readvNow(s.blocks.activePack, 0, [Buffer.alloc(1)])).toBeUndefined()
+      for (const { n, b, i } of await Promise.all(inflight)) {
+        expect(n).toBe(65536)
+        expect(Buffer.compare(b, pack.subarray(i * 1000, i * 1000 + 65536))).toBe(0)
+      }
+      await removed
     } finally {
       await s.close()
       await cleanup()

@@ -25,12 +25,13 @@ const COALESCE_MAX = 8 * 1024 * 1024
 const RETRIES = 3
 /**
  * Leaves this export verified before, in a level-1 node it read within RECENT_MS, are read (in runs
- * of up to SYNC_RUN_MAX) with a synchronous preadv on the event loop: they are almost surely in the page cache, and a 256 KiB copy
- * (~25 µs) costs less than the handoff to libuv's threadpool and back (futex wake-ups and context
- * switches: a fifth of the CPU time of a sequential read; random 4 KiB reads went from 0.7x to 1.5x
- * qemu-nbd's rate). Other reads, which may wait for the disk, go to the threadpool, and so does
- * everything for SYNC_BACKOFF_MS after a synchronous read took SLOW_SYNC_READ_MS (the page cache had
- * dropped it, or the machine is swapping): the event loop must not wait on disks.
+ * of up to SYNC_RUN_MAX) with a synchronous preadv on the event loop: they are almost surely in the
+ * page cache, and a 256 KiB copy (~25 µs) costs less than the handoff to libuv's threadpool and back
+ * (futex wake-ups and context switches: a fifth of the CPU time of a sequential read; random 4 KiB
+ * reads went from 0.7x to 1.5x qemu-nbd's rate). Other reads, which may wait for the disk, go to the
+ * threadpool, and so does everything for SYNC_BACKOFF_MS after a synchronous read took
+ * SLOW_SYNC_READ_MS (the page cache had dropped it, or the machine is swapping): the event loop must
+ * not wait on disks.
  */
 const RECENT_MS = 30_000
 /** Larger runs go to the threadpool all the same: the event loop never copies more than this at once. */
@@ -128,7 +129,7 @@ interface Check { node: TreeNode, i: number, bytes: Uint8Array, to?: Uint8Array,
 /** A leaf the store lacks (or could not place): read through the generic path. */
 interface Fetch { node: TreeNode, i: number, from: number, to: Uint8Array }
 /** How one read gets its bytes (DagExport.plan). */
-interface Plan { runs: Run[], checks: Check[] | undefined, fetches: Fetch[] | undefined, now: number }
+interface Plan { runs: Run[], checks: Check[] | undefined, fetches: Fetch[] | undefined, now: number, generation: number }
 
 /**
  * A disk DAG served read-only: offsets map to leaves through a cache of decoded nodes, holes read as
@@ -219,10 +220,11 @@ export class DagExport implements NbdExport {
    */
   private plan (nodes: TreeNode[], out: Uint8Array, start: number, end: number): Plan {
     const store = this.store
-    const plan: Plan = { runs: [], checks: undefined, fetches: undefined, now: performance.now() }
+    const generation = store?.readGeneration ?? 0
+    const plan: Plan = { runs: [], checks: undefined, fetches: undefined, now: performance.now(), generation }
     let run: Run | undefined
     for (const node of nodes) {
-      const current = node.generation === (store?.readGeneration ?? 0)
+      const current = node.generation === generation
       const recent = plan.now - node.readAt < RECENT_MS
       node.readAt = plan.now
       for (let i = node.first(start); i < node.count; i++) {
@@ -305,8 +307,9 @@ export class DagExport implements NbdExport {
         throw new HashMismatchError(`block ${c.node.leafCid(c.i)} is corrupt on disk (run: collective-peer fsck)`)
       }
       if (c.to != null) c.to.set(c.bytes.subarray(c.from!, c.from! + c.to.length))
-      // Trusted from now on, unless the store moved blocks meanwhile (the node is located again).
-      if (c.node.generation === this.store!.readGeneration) c.node.verified![c.i] = 1
+      // Trusted from now on, unless the store moved blocks meanwhile (the node is located again and
+      // its places may be new ones).
+      if (this.store!.readGeneration === plan.generation) c.node.verified![c.i] = 1
     }
   }
 
@@ -365,10 +368,6 @@ export class DagExport implements NbdExport {
     }
   }
 
-  /**
-   * The level-1 nodes overlapping [start, end), loading missing ones; holes above level 1 are
-   * zero-filled in `out` (when given) on the way.
-   */
   /** The level-1 nodes overlapping [start, end) if all are cached (else undefined: leafNodes). */
   private cachedLeafNodes (start: number, end: number, out: Uint8Array | undefined): TreeNode[] | undefined {
     const nodes: TreeNode[] = []
@@ -377,6 +376,10 @@ export class DagExport implements NbdExport {
     return waits.length === 0 ? nodes : undefined
   }
 
+  /**
+   * The level-1 nodes overlapping [start, end), loading missing ones; holes above level 1 are
+   * zero-filled in `out` (when given) on the way.
+   */
   private async leafNodes (start: number, end: number, out: Uint8Array | undefined, signal?: AbortSignal): Promise<TreeNode[]> {
     while (true) {
       if (signal?.aborted === true) throw new AbortError()
