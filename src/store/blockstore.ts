@@ -137,9 +137,10 @@ export class Blockstore {
   }
 
   /**
-   * Where blocks are, by BLAKE3 digest (committed, or written and pending): one LevelDB round trip per
-   * thousand; undefined for blocks not stored. A location stays valid while `readGeneration` is
-   * unchanged (readers that cache locations compare it); bytes read from one are not verified here.
+   * Where blocks are, by BLAKE3 digest (committed, or pending: a pending block may not be written
+   * yet, so a read of it can come up short): one LevelDB round trip per thousand; undefined for
+   * blocks not stored. A location stays valid while `readGeneration` is unchanged (readers that
+   * cache locations compare it); bytes read from one are not verified here.
    */
   async locateMany (digests: Uint8Array[]): Promise<Array<IndexEntry | undefined>> {
     const locations: Array<IndexEntry | undefined> = new Array(digests.length)
@@ -298,6 +299,8 @@ export class Blockstore {
     for (let i = 0; i < keys.length; i += 10_000) {
       await this.db.batch(keys.slice(i, i + 10_000).map(key => ({ type: 'del' as const, key })), { sync: true })
     }
+    // Again: a lookup made while the batches ran may have seen entries that are gone now.
+    this.generation++
   }
 
   /** Moves committed blocks to the active pack (GC compaction); durable before returning. */
