@@ -1,11 +1,12 @@
 import { parseArgs } from 'node:util'
 import { COMMANDS, type Command } from './command.js'
 import { existsSync } from 'node:fs'
+import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Context, processIO, resolveDataDir, type CommandIO } from './context.js'
 import { CONTROL_SOCKET, type DaemonHandle } from '../daemon/interface.js'
-import { daemonAnswers, runInDaemon } from '../daemon/control.js'
-import { CollectiveError, ExitCode, UsageError } from '../errors.js'
+import { controlGet, runInDaemon } from '../daemon/control.js'
+import { AbortError, CollectiveError, ExitCode, UsageError, isSystemError } from '../errors.js'
 
 const GLOBAL_HELP = `Usage: collective-peer <command> [options]
 
@@ -69,8 +70,9 @@ export async function main (argv: string[]): Promise<number> {
     const name = at >= 0 ? argv[at]! : (help ? undefined : 'daemon')
     const entry = name != null ? COMMANDS[name] : undefined
     if (entry != null && entry.local !== true && !help) {
-      const socket = join(resolveDataDir(dataDirFlag(argv)), CONTROL_SOCKET)
-      if (existsSync(socket) && await daemonAnswers(socket)) {
+      const dataDir = resolveDataDir(dataDirFlag(argv))
+      const socket = join(dataDir, CONTROL_SOCKET)
+      if (existsSync(socket) && await findDaemon(dataDir, socket, controller.signal)) {
         const tty = { stdout: process.stdout.isTTY === true, stderr: process.stderr.isTTY === true, columns: process.stderr.columns }
         return await runInDaemon(socket, { argv, cwd: process.cwd(), tty }, processIO(), controller.signal)
       }
@@ -82,6 +84,80 @@ export async function main (argv: string[]): Promise<number> {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
   }
+}
+
+/** The first wait for the daemon's answer; then twice as long each time, at most DAEMON_WAIT_MAX. */
+const DAEMON_WAIT_FIRST = 2_000
+const DAEMON_WAIT_MAX = 30_000
+/** How long a CLI waits in all for a daemon that holds its socket but does not answer (COLLECTIVE_DAEMON_WAIT_MS). */
+const DAEMON_WAIT_TOTAL = ((): number => {
+  const ms = Number(process.env.COLLECTIVE_DAEMON_WAIT_MS)
+  return Number.isFinite(ms) && ms > 0 ? ms : 120_000
+})()
+
+export class DaemonBusyError extends CollectiveError {
+  static readonly code = 'ERR_DAEMON_BUSY'
+  override readonly name = 'DaemonBusyError'
+  constructor (message: string) { super(message, DaemonBusyError.code, ExitCode.Busy) }
+}
+
+/**
+ * Whether a daemon owns the data dir (commands go through it) or none does (they run here).
+ *
+ * A daemon is alive while a process listens on the control socket: the kernel accepts a connection
+ * on a unix socket only while some process holds its listening end, so a connection that is accepted
+ * but not answered is a live daemon that is slow (a loaded machine, a long GC pause, SIGSTOP). Its
+ * answer is awaited again, each time twice as long, up to DAEMON_WAIT_TOTAL: falling back to the
+ * store here would only fail with ERR_STORE_LOCKED, since the daemon holds it. A refused connection
+ * (ECONNREFUSED, or the socket gone) is a stale socket left by a killed daemon: commands run here.
+ */
+async function findDaemon (dataDir: string, socket: string, signal: AbortSignal): Promise<boolean> {
+  const started = Date.now()
+  let wait = DAEMON_WAIT_FIRST
+  let told = false
+  for (;;) {
+    try {
+      await controlGet(socket, '/status', wait)
+      return true
+    } catch (err) {
+      // Refused, or the socket gone: nobody listens (a stale socket). Any other failure: not a
+      // daemon that runs commands. Either way the command runs here, as it always has.
+      if (!slow(err)) return false
+    }
+    if (signal.aborted) throw new AbortError()
+    const waited = Date.now() - started
+    const holder = await storeLockHolder(dataDir)
+    const who = holder != null ? ` (pid ${holder})` : ''
+    if (waited >= DAEMON_WAIT_TOTAL) {
+      throw new DaemonBusyError(`the daemon on ${dataDir}${who} holds its control socket but has not answered in ${Math.round(waited / 1000)} s`)
+    }
+    if (!told && process.stderr.isTTY === true) {
+      process.stderr.write(`waiting for the daemon on ${dataDir}${who} to answer…\n`)
+      told = true
+    }
+    wait = Math.min(wait * 2, DAEMON_WAIT_MAX, Math.max(1_000, DAEMON_WAIT_TOTAL - waited))
+  }
+}
+
+/** A connection accepted but not answered in time (or a backlog full): a live daemon, but slow. */
+function slow (err: unknown): boolean {
+  return (err instanceof Error && err.message === 'timed out') || isSystemError(err, 'EAGAIN')
+}
+
+/**
+ * The pid holding the store's LevelDB lock (a POSIX lock on store/index/LOCK, listed in
+ * /proc/locks on Linux), for messages; undefined where that cannot be told.
+ */
+async function storeLockHolder (dataDir: string): Promise<number | undefined> {
+  try {
+    const { ino } = await stat(join(dataDir, 'store', 'index', 'LOCK'))
+    for (const line of (await readFile('/proc/locks', 'utf8')).split('\n')) {
+      const fields = line.trim().split(/\s+/)
+      const at = fields.findIndex(f => /^[0-9a-f]+:[0-9a-f]+:\d+$/.test(f))
+      if (at > 0 && fields[at]!.split(':')[2] === String(ino)) return Number(fields[at - 1])
+    }
+  } catch {}
+  return undefined
 }
 
 /** Runs one CLI invocation here, or inside a daemon (`daemon` set); returns the exit code. */

@@ -119,6 +119,42 @@ describe('the host daemon', () => {
     expect(status.result).toMatchObject({ running: false, peers: 0 })
   })
 
+  it('a daemon slow to answer (stopped for 5 s) still runs the command: no fallback to the store it holds; a daemon that never answers: ERR_DAEMON_BUSY; a killed one leaves a stale socket that is ignored', async () => {
+    const slow = await startDaemon(join(dir, 'slow'))
+    const image = join(dir, 'slow.img')
+    await writeImage(image, 2 * MiB, [[0, MiB, 'daemon-slow']])
+    try {
+      // The CLI's first probe gives up after 2 s; the daemon answers only after 5 s. Run in the
+      // CLI process itself, `import` would fail with ERR_STORE_LOCKED (the daemon holds the store).
+      slow.proc.kill('SIGSTOP')
+      const started = Date.now()
+      const pending = cli(['--data-dir', slow.dataDir, 'import', image, '--name', 'slow', '--json'], { timeoutMs: 90_000 })
+      await new Promise(resolve => setTimeout(resolve, 5_000))
+      slow.proc.kill('SIGCONT')
+      const r = await pending
+      expect(r.code, r.stderr).toBe(0)
+      expect(Date.now() - started).toBeGreaterThanOrEqual(5_000)
+      const ls = await slow.run(['ls', '--json'])
+      expect(ls.lines.some(l => l.name === 'slow'), ls.stdout).toBe(true)
+
+      // One that stays stopped: a bounded wait, then a one-line error (never ERR_STORE_LOCKED).
+      slow.proc.kill('SIGSTOP')
+      const busy = await cli(['--data-dir', slow.dataDir, 'ls', '--json'], { env: { COLLECTIVE_DAEMON_WAIT_MS: '3000' }, timeoutMs: 60_000 })
+      expectError(busy, 'ERR_DAEMON_BUSY', 4)
+    } finally {
+      slow.proc.kill('SIGCONT')
+    }
+
+    // SIGKILL leaves control.sock behind: nobody listens on it, so commands open the store here.
+    await slow.kill()
+    expect(existsSync(join(slow.dataDir, 'control.sock'))).toBe(true)
+    const started = Date.now()
+    const offline = await cli(['--data-dir', slow.dataDir, 'ls', '--json'], { timeoutMs: 60_000 })
+    expect(offline.code, offline.stderr).toBe(0)
+    expect(offline.lines.some(l => l.name === 'slow'), offline.stdout).toBe(true)
+    expect(Date.now() - started).toBeLessThan(15_000)
+  }, 180_000)
+
   it('SIGTERM stops it cleanly: exit 0, socket removed, the store opens offline and passes fsck', async () => {
     expect(await daemon.stop()).toBe(0)
     expect(existsSync(join(daemon.dataDir, 'control.sock'))).toBe(false)
