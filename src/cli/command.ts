@@ -33,6 +33,8 @@ export const COMMANDS: Record<string, { summary: string, local?: boolean, load: 
   peers: { summary: 'connected peers with their addresses and bytes exchanged', load: async () => await import('./commands/peers.js') },
   key: { summary: 'publisher keys: key create --name N | key list | key export N', load: async () => await import('./commands/key.js') },
   publish: { summary: 'sign and announce a new version of an appliance (appliance.json)', load: async () => await import('./commands/publish.js') },
+  sign: { summary: 'add a signature to a partly signed manifest (publish --no-announce --out)', local: true, load: async () => await import('./commands/sign.js') },
+  announce: { summary: 'announce a manifest signed by enough keys (publish --no-announce, then sign)', load: async () => await import('./commands/announce.js') },
   subscribe: { summary: 'follow an appliance: fetch each new valid version (only what changed)', load: async () => await import('./commands/subscribe.js') },
   update: { summary: 'check the swarm for a newer version of an appliance now', load: async () => await import('./commands/update.js') },
   rollback: { summary: 'go back to the previous version of an appliance (no network)', load: async () => await import('./commands/rollback.js') },

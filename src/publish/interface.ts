@@ -173,3 +173,15 @@ export class ApplianceNotFoundError extends CollectiveError {
   override readonly name = 'ApplianceNotFoundError'
   constructor (message: string) { super(message, ApplianceNotFoundError.code, ExitCode.NotFound) }
 }
+
+export class KeyNotListedError extends CollectiveError {
+  static readonly code = 'ERR_KEY_NOT_LISTED'
+  override readonly name = 'KeyNotListedError'
+  constructor (message: string) { super(message, KeyNotListedError.code, ExitCode.Usage) }
+}
+
+export class AlreadySignedError extends CollectiveError {
+  static readonly code = 'ERR_ALREADY_SIGNED'
+  override readonly name = 'AlreadySignedError'
+  constructor (message: string) { super(message, AlreadySignedError.code, ExitCode.Usage) }
+}

@@ -1,7 +1,7 @@
 import { chmod, mkdir, readFile, readdir, writeFile, link, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf, publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys'
-import { peerIdFromPublicKey } from '@libp2p/peer-id'
+import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
 import { fromSystemError, isSystemError, UsageError } from '../errors.js'
 import { KeyExistsError, KeyNotFoundError } from './interface.js'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
@@ -17,6 +17,21 @@ export function fingerprint (key: PublicKey | Uint8Array): string {
 }
 
 export function encodePublicKey (key: PublicKey): Uint8Array {
+  return publicKeyToProtobuf(key)
+}
+
+/**
+ * A publisher's public key as people pass it around: its fingerprint (`12D3Koo…`, which holds the
+ * whole ed25519 key) or the base64 protobuf that `key export` prints. Returns the protobuf bytes.
+ */
+export function parsePublicKey (text: string): Uint8Array {
+  let key: PublicKey | undefined
+  try {
+    key = /^[1-9A-HJ-NP-Za-km-z]{40,60}$/.test(text) ? peerIdFromString(text).publicKey : publicKeyFromProtobuf(new Uint8Array(Buffer.from(text, 'base64')))
+  } catch {
+    key = undefined
+  }
+  if (key?.type !== 'Ed25519') throw new UsageError(`"${text}" is not an ed25519 public key (a fingerprint 12D3Koo… or the base64 key that key export prints)`)
   return publicKeyToProtobuf(key)
 }
 

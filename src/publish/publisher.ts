@@ -1,13 +1,19 @@
 import { compare } from 'uint8arrays/compare'
+import { equals } from 'uint8arrays/equals'
 import { publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import { importImage } from '../dag/importer.js'
 import { applianceId, decodeEnvelope, decodeManifest, encodeManifest } from './manifest.js'
-import { signManifest, signRotation, verifyEnvelope, type TrustedKeys } from './signing.js'
+import { checkFresh, inspectEnvelope, signManifest, signRotation, verifyEnvelope, type TrustedKeys } from './signing.js'
 import { fromTrusted, toTrusted, type ApplianceState, type Appliances } from './state.js'
 import { readApplianceFile } from './appliance-file.js'
+import { fingerprint } from './keys.js'
 import { pinName } from './pins.js'
-import { MANIFEST_FORMAT, MANIFEST_FORMAT_VERSION, StaleVersionError, ThresholdError, type BlobRef, type DiskRef, type Genesis, type Manifest, type Rotation } from './interface.js'
-import type { Store } from '../store/index.js'
+import {
+  KeyNotListedError, MANIFEST_FORMAT, MANIFEST_FORMAT_VERSION, StaleVersionError, ThresholdError,
+  type BlobRef, type DiskRef, type Genesis, type Manifest, type Rotation, type Verified
+} from './interface.js'
+import { firstMissing, type Store } from '../store/index.js'
+import { BlockMissingError, UsageError } from '../errors.js'
 import type { PrivateKey } from '@libp2p/interface'
 
 /** Default lifetime of a published version: hosts refuse it after this (re-publish to extend). */
@@ -28,6 +34,17 @@ export interface PublishOptions {
   /** Rotate to these keys (signed by `keys` and by them). */
   rotateTo?: PrivateKey[]
   rotateThreshold?: number
+  /**
+   * Public keys (libp2p protobuf) of co-publishers whose private keys are elsewhere: with `keys`,
+   * they found a new appliance (its genesis keys). Only when this publish founds the appliance.
+   */
+  cosigners?: Uint8Array[]
+  /**
+   * Build and sign with `keys` only, for the other keys to sign after (`sign`, then `announce`): the
+   * envelope may be below the threshold; its disks are pinned (so gc keeps them until it is
+   * announced) but it is not recorded as published.
+   */
+  draft?: boolean
   tmpDir: string
   signal?: AbortSignal
   onProgress?(event: { type: 'publish:import', file: string, done: number, size: number }): void
@@ -37,6 +54,11 @@ export interface PublishResult {
   manifest: Manifest
   envelope: Uint8Array
   bytesStored: number
+  /** Fingerprints of the keys that signed it so far, and how many it needs. */
+  signers: string[]
+  threshold: number
+  /** Recorded as this host's latest published version (false for a draft). */
+  recorded: boolean
 }
 
 const sortKeys = (keys: Uint8Array[]): Uint8Array[] => [...keys].sort(compare)
@@ -48,20 +70,22 @@ const sortKeys = (keys: Uint8Array[]): Uint8Array[] => [...keys].sort(compare)
  */
 export async function publishVersion (options: PublishOptions): Promise<PublishResult> {
   const spec = await readApplianceFile(options.file)
-  const signing = sortKeys(options.keys.map(k => publicKeyToProtobuf(k.publicKey)))
+  const signing = sortKeys(distinct(options.keys.map(k => publicKeyToProtobuf(k.publicKey))))
   // A name already published from here continues that appliance; otherwise the keys found a new one.
   const existing = (await options.appliances.list()).find(s => s.published && s.name === spec.name)
   let genesis: Genesis
   let trust: TrustedKeys
   let rotations: Rotation[] = []
   if (existing?.current != null) {
+    if (options.cosigners != null && options.cosigners.length > 0) throw new UsageError(`${spec.name} was founded already: its keys are in its genesis (--cosigner only founds an appliance)`)
     const previous = decodeManifest(decodeEnvelope(await options.appliances.envelope(existing.id, existing.lastVersion)).manifest)
     genesis = previous.genesis
     rotations = previous.rotations
     trust = toTrusted(existing.trust!)
   } else {
-    genesis = { name: spec.name, keys: signing, threshold: options.threshold ?? 1 }
-    if (genesis.threshold > signing.length) throw new ThresholdError(`threshold ${genesis.threshold} needs as many --key`)
+    const keys = sortKeys(distinct([...signing, ...(options.cosigners ?? [])]))
+    genesis = { name: spec.name, keys, threshold: options.threshold ?? 1 }
+    if (genesis.threshold > keys.length) throw new ThresholdError(`threshold ${genesis.threshold} needs as many keys (--key, --cosigner); there are ${keys.length}`)
     trust = { keys: genesis.keys, threshold: genesis.threshold, seq: 0 }
   }
   const id = applianceId(genesis)
@@ -77,6 +101,13 @@ export async function publishVersion (options: PublishOptions): Promise<PublishR
     rotations = [...rotations, rotation]
     trust = { keys, threshold, seq: rotation.seq }
     signers = options.rotateTo
+  } else {
+    // Before importing anything: keys that cannot sign, or too few of them to announce.
+    const stranger = signing.find(k => !trust.keys.some(t => equals(t, k)))
+    if (stranger != null) throw new KeyNotListedError(`key ${fingerprint(stranger)} is not one of ${spec.name}'s keys (${trust.keys.map(k => fingerprint(k)).join(', ')})`)
+    if (signing.length < trust.threshold && options.draft !== true) {
+      throw new ThresholdError(`${spec.name} needs ${trust.threshold} signatures and the keys here give ${signing.length}: write a partly signed manifest with --no-announce --out FILE, have the other keys sign it (collective-peer sign FILE), then collective-peer announce FILE`)
+    }
   }
 
   let bytesStored = 0
@@ -122,30 +153,103 @@ export async function publishVersion (options: PublishOptions): Promise<PublishR
     bootProfile: spec.bootProfile != null ? await importFile(spec.bootProfile) : undefined
   }
   const envelope = await signManifest(encodeManifest(manifest), signers)
+  const trusted = existing?.trust != null ? toTrusted(existing.trust) : undefined
+  if (options.draft === true) {
+    // Checked as a host will, but for the signatures still to come; pinned so gc keeps its blocks.
+    const inspected = await inspectEnvelope(envelope, { id, trusted })
+    await pinVersion(options.store, inspected.manifest)
+    return { manifest: inspected.manifest, envelope, bytesStored, signers: inspected.signers.map(k => fingerprint(k)), threshold: inspected.trust.threshold, recorded: false }
+  }
   // Check it exactly as a host will: a publisher never announces what hosts would refuse.
-  const verified = await verifyEnvelope(envelope, { id, trusted: existing?.trust != null ? toTrusted(existing.trust) : undefined })
+  const verified = await verifyEnvelope(envelope, { id, trusted })
+  await recordPublished(options.store, options.appliances, verified, existing)
+  const signed = (await inspectEnvelope(envelope, { id, trusted })).signers
+  return { manifest: verified.manifest, envelope, bytesStored, signers: signed.map(k => fingerprint(k)), threshold: verified.trust.threshold, recorded: true }
+}
 
-  const pins = await pinVersion(options.store, verified.manifest)
-  const state: ApplianceState = existing ?? { id: id.toString(), name: spec.name, subscribed: false, published: true, lastVersion: 0, versions: [] }
-  await options.appliances.saveEnvelope(state.id, version, envelope)
+function distinct (keys: Uint8Array[]): Uint8Array[] {
+  return keys.filter((k, i) => keys.findIndex(j => equals(j, k)) === i)
+}
+
+/**
+ * Records a verified, fully signed version as this host's latest published one: pins its disks and
+ * boot files, saves the envelope (`appliances/<id>/v<N>.manifest`), makes it current and logs it.
+ * The daemon announces it now and re-announces the latest version every few minutes.
+ */
+export async function recordPublished (store: Store, appliances: Appliances, verified: Verified & { trust: TrustedKeys }, existing?: ApplianceState): Promise<ApplianceState> {
+  const { manifest, envelope } = verified
+  const { version } = manifest
+  const pins = await pinVersion(store, manifest)
+  const state: ApplianceState = existing ?? { id: manifest.id.toString(), name: manifest.name, subscribed: false, published: true, lastVersion: 0, versions: [] }
+  await appliances.saveEnvelope(state.id, version, envelope)
+  state.published = true
   state.trust = fromTrusted(verified.trust)
-  state.lastVersion = version
+  state.lastVersion = Math.max(state.lastVersion, version)
+  state.versions = state.versions.filter(v => v.version !== version)
   state.versions.push({ version, created: manifest.created, expires: manifest.expires, fetched: true, pins })
-  state.previous = state.current
-  state.current = version
-  await options.appliances.save(state)
-  await options.appliances.log({ type: 'published', id: state.id, version })
-  return { manifest: verified.manifest, envelope, bytesStored }
+  if (state.current !== version) {
+    state.previous = state.current
+    state.current = version
+  }
+  await appliances.save(state)
+  await appliances.log({ type: 'published', id: state.id, version })
+  return state
+}
+
+export interface AdoptResult {
+  manifest: Manifest
+  envelope: Uint8Array
+  signers: string[]
+  threshold: number
+  /** False when this very envelope was recorded already (announced again, nothing else done). */
+  recorded: boolean
+}
+
+/**
+ * Takes a signed manifest written elsewhere (`publish --no-announce --out`, then `sign` by the other
+ * keys) for announcing from this host: verifies it as a host would, against the keys this host
+ * trusts for the appliance if it knows it (so below the threshold is ERR_THRESHOLD), refuses a
+ * version not above the last one recorded here (the very same envelope is taken again, for a
+ * re-announcement) and an expired one, requires every disk and boot file complete in the store
+ * (this host serves them), then records it like `publishVersion`.
+ */
+export async function adoptVersion (options: { store: Store, appliances: Appliances, envelope: Uint8Array, signal?: AbortSignal }): Promise<AdoptResult> {
+  const { store, appliances, envelope } = options
+  const { manifest: claimed } = await inspectEnvelope(envelope)
+  const existing = await appliances.get(claimed.id.toString())
+  const trusted = existing?.trust != null ? toTrusted(existing.trust) : undefined
+  const verified = await verifyEnvelope(envelope, { id: claimed.id, trusted })
+  const { manifest } = verified
+  const signers = (await inspectEnvelope(envelope, { id: claimed.id, trusted })).signers.map(k => fingerprint(k))
+  const threshold = verified.trust.threshold
+  if (existing != null && manifest.version === existing.lastVersion) {
+    const known = await appliances.envelope(existing.id, manifest.version).catch(() => undefined)
+    if (known != null && equals(known, envelope) && existing.published && existing.versions.some(v => v.version === manifest.version && v.fetched)) {
+      checkFresh(manifest, manifest.version - 1)
+      return { manifest, envelope, signers, threshold, recorded: false }
+    }
+  }
+  checkFresh(manifest, existing?.lastVersion ?? 0)
+  for (const [part, blob] of parts(manifest)) {
+    const missing = await firstMissing(store.blocks, blob.root, options.signal)
+    if (missing != null) throw new BlockMissingError(`${manifest.name} v${manifest.version}: ${part} (${blob.root}) is not complete in this store (block ${missing} missing): announce from the host that published it, or pull it first`)
+  }
+  await recordPublished(store, appliances, verified, existing)
+  return { manifest, envelope, signers, threshold, recorded: true }
+}
+
+function parts (manifest: Manifest): Array<[string, BlobRef]> {
+  const out: Array<[string, BlobRef]> = manifest.disks.map(d => [d.name, d])
+  if (manifest.vm.kernel != null) out.push(['kernel', manifest.vm.kernel])
+  if (manifest.vm.initrd != null) out.push(['initrd', manifest.vm.initrd])
+  if (manifest.bootProfile != null) out.push(['profile', manifest.bootProfile])
+  return out
 }
 
 /** Pins every disk and boot file of a version (its blocks are all in the store). */
 export async function pinVersion (store: Store, manifest: Manifest): Promise<string[]> {
-  const parts: Array<[string, BlobRef]> = manifest.disks.map(d => [d.name, d])
-  if (manifest.vm.kernel != null) parts.push(['kernel', manifest.vm.kernel])
-  if (manifest.vm.initrd != null) parts.push(['initrd', manifest.vm.initrd])
-  if (manifest.bootProfile != null) parts.push(['profile', manifest.bootProfile])
   const names: string[] = []
-  for (const [part, blob] of parts) {
+  for (const [part, blob] of parts(manifest)) {
     const name = pinName(manifest.id.toString(), manifest.version, part)
     await store.pins.set({ name, root: blob.root.toString(), size: blob.size, created: new Date().toISOString() })
     names.push(name)

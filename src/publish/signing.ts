@@ -64,11 +64,11 @@ export interface TrustedKeys {
  * Distinct trusted keys with a valid signature over `payload`. A signature by a trusted key that
  * does not verify is an error (someone tampered); signatures by other keys are counted apart.
  */
-async function countSigners (payload: Uint8Array, signatures: Signature[], trusted: Uint8Array[], what: string): Promise<{ valid: number, unknown: number }> {
+async function countSigners (payload: Uint8Array, signatures: Signature[], trusted: Uint8Array[], what: string): Promise<{ valid: Uint8Array[], unknown: Uint8Array[] }> {
   const seen: Uint8Array[] = []
-  let unknown = 0
+  const unknown: Uint8Array[] = []
   for (const s of signatures) {
-    if (!trusted.some(k => equals(k, s.key))) { unknown++; continue }
+    if (!trusted.some(k => equals(k, s.key))) { unknown.push(s.key); continue }
     if (seen.some(k => equals(k, s.key))) continue // the same key twice counts once
     let ok = false
     try {
@@ -79,11 +79,15 @@ async function countSigners (payload: Uint8Array, signatures: Signature[], trust
     if (!ok) throw new SignatureError(`${what}: bad signature by ${fingerprint(s.key)}`)
     seen.push(s.key)
   }
-  return { valid: seen.length, unknown }
+  return { valid: seen, unknown }
 }
 
 async function requireThreshold (payload: Uint8Array, signatures: Signature[], keys: Uint8Array[], threshold: number, what: string): Promise<void> {
   const { valid, unknown } = await countSigners(payload, signatures, keys, what)
+  thresholdMet(valid.length, unknown.length, threshold, what)
+}
+
+function thresholdMet (valid: number, unknown: number, threshold: number, what: string): void {
   if (valid >= threshold) return
   if (valid === 0 && unknown > 0) throw new UntrustedKeyError(`${what}: signed only by keys this host does not trust`)
   throw new ThresholdError(`${what}: ${valid} of the ${threshold} signatures required by distinct trusted keys`)
@@ -93,13 +97,23 @@ function sameKeys (a: Uint8Array[], b: Uint8Array[]): boolean {
   return a.length === b.length && a.every(k => b.some(j => equals(j, k)))
 }
 
+/** A signed manifest checked in every way but the number of signatures (`inspectEnvelope`). */
+export interface Inspected extends Verified {
+  /** The key set to trust from now on (after the manifest's rotations). */
+  trust: TrustedKeys
+  /** Distinct trusted keys whose signature over the manifest verifies. */
+  signers: Uint8Array[]
+  /** Keys of signatures that the manifest's key set does not list (ignored by hosts). */
+  strangers: Uint8Array[]
+}
+
 /**
- * Verifies a signed manifest from an untrusted source: size, dag-cbor, schema, the id (the CID of
- * the genesis document), the key rotations from what the host trusts (each signed by a threshold of
- * the old keys and of the new), the signatures (a threshold of distinct trusted keys). Returns the
- * manifest and the key set to trust from now on. Version and expiry are checked by `checkFresh`.
+ * Everything `verifyEnvelope` checks except the threshold of the manifest's own signatures: size,
+ * dag-cbor, schema, id, the key chain (each rotation fully signed), the signing keys being where the
+ * chain leads, and every signature by a listed key verifying. For a manifest that is still being
+ * signed by several publishers, one after another (`sign`), and to tell how many more it needs.
  */
-export async function verifyEnvelope (bytes: Uint8Array, options: { id?: CID, trusted?: TrustedKeys } = {}): Promise<Verified & { trust: TrustedKeys }> {
+export async function inspectEnvelope (bytes: Uint8Array, options: { id?: CID, trusted?: TrustedKeys } = {}): Promise<Inspected> {
   const envelope: Envelope = decodeEnvelope(bytes)
   const manifest: Manifest = decodeManifest(envelope.manifest)
   const label = `${manifest.name} v${manifest.version}`
@@ -119,8 +133,21 @@ export async function verifyEnvelope (bytes: Uint8Array, options: { id?: CID, tr
   if (!sameKeys(manifest.keys, trust.keys) || manifest.threshold !== trust.threshold) {
     throw new UntrustedKeyError(`${label}: its signing keys are not the ones this host trusts (no valid rotation leads to them)`)
   }
-  await requireThreshold(concat(MANIFEST_DOMAIN, envelope.manifest), envelope.signatures, trust.keys, trust.threshold, label)
-  return { manifest, envelope: bytes, cid: cborCid(bytes), trust }
+  const { valid, unknown } = await countSigners(concat(MANIFEST_DOMAIN, envelope.manifest), envelope.signatures, trust.keys, label)
+  return { manifest, envelope: bytes, cid: cborCid(bytes), trust, signers: valid, strangers: unknown }
+}
+
+/**
+ * Verifies a signed manifest from an untrusted source: size, dag-cbor, schema, the id (the CID of
+ * the genesis document), the key rotations from what the host trusts (each signed by a threshold of
+ * the old keys and of the new), the signatures (a threshold of distinct trusted keys). Returns the
+ * manifest and the key set to trust from now on. Version and expiry are checked by `checkFresh`.
+ */
+export async function verifyEnvelope (bytes: Uint8Array, options: { id?: CID, trusted?: TrustedKeys } = {}): Promise<Verified & { trust: TrustedKeys }> {
+  const inspected = await inspectEnvelope(bytes, options)
+  const { manifest, trust } = inspected
+  thresholdMet(inspected.signers.length, inspected.strangers.length, trust.threshold, `${manifest.name} v${manifest.version}`)
+  return { manifest, envelope: bytes, cid: inspected.cid, trust }
 }
 
 /** Refuses a version not above the last one seen (rollback, replay) and an expired manifest. */

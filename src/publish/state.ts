@@ -57,9 +57,9 @@ export function fromTrusted (t: TrustedKeys): NonNullable<ApplianceState['trust'
 }
 
 /** Durable write: a crash leaves the old file or the new one, never half of either. */
-async function writeAtomic (path: string, data: string | Uint8Array): Promise<void> {
+export async function writeAtomic (path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`
-  const fd = await open(tmp, 'w', 0o600)
+  const fd = await open(tmp, 'w', mode)
   try {
     await fd.writeFile(data)
     await fd.sync()
