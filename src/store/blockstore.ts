@@ -137,6 +137,24 @@ export class Blockstore {
   }
 
   /**
+   * Reads what it can of `cids`, for serving peers: one index round trip, coalesced preads, every
+   * block verified. Undefined for a block not stored, or whose bytes on disk do not match its hash
+   * (never wrong data; fsck reports those).
+   */
+  async readMany (cids: CID[]): Promise<Array<Uint8Array | undefined>> {
+    const locations = await this.locateMany(cids.map(cid => cid.multihash.digest))
+    const found = locations.flatMap((l, i) => l == null ? [] : [i])
+    const out: Array<Uint8Array | undefined> = new Array(cids.length)
+    if (found.length === 0) return out
+    const blocks = await this.packs.readMany(found.map(i => locations[i]!))
+    found.forEach((i, k) => {
+      const bytes = blocks[k]
+      if (bytes != null && verifyBlock(cids[i]!, bytes)) out[i] = bytes
+    })
+    return out
+  }
+
+  /**
    * Where blocks are, by BLAKE3 digest (committed, or pending: a pending block may not be written
    * yet, so a read of it can come up short): one LevelDB round trip per thousand; undefined for
    * blocks not stored. A location stays valid while `readGeneration` is unchanged (readers that

@@ -29,7 +29,15 @@ export interface ExchangeInit extends SessionInit {
 }
 
 const HAVE_CACHE_MS = 5_000
+/**
+ * How long blocks of a finished pull still count as asked for: when a pull ends, copies already on
+ * the wire (endgame duplicates, wants queued at a peer before our CANCEL reached it) keep arriving,
+ * and an honest peer must not be banned for them.
+ */
+const FINISHED_GRACE_MS = 30_000
 const DHT_RETRY_MS = 5_000
+/** Connected peers we hold no block stream to are asked again this often during a pull. */
+const REASK_MS = 2_000
 
 class Exchange implements BlockExchange {
   private readonly components: ExchangeComponents
@@ -39,6 +47,8 @@ class Exchange implements BlockExchange {
   private readonly opening = new Map<string, Promise<PeerClient | undefined>>()
   private readonly interested = new Map<string, Set<string>>()
   private readonly sessions = new Map<string, PullSession>()
+  /** Pulls that ended less than FINISHED_GRACE_MS ago: late copies of their blocks are benign. */
+  private readonly finished = new Map<string, PullSession>()
   private readonly running = new Map<string, Promise<PullResult>>()
   private readonly banned = new Map<string, number>()
   private readonly unsolicited = new Map<string, number>()
@@ -156,6 +166,7 @@ class Exchange implements BlockExchange {
         if (session.onMessage(client, message)) return
       }
       if (demanded) return
+      if (message.type === T.BLOCK && [...this.finished.values()].some(s => s.asked(message.cid))) return
       if (message.type === T.BLOCK) {
         const n = (this.unsolicited.get(client.key) ?? 0) + 1
         this.unsolicited.set(client.key, n)
@@ -274,15 +285,25 @@ class Exchange implements BlockExchange {
     const signal = options.signal != null ? AbortSignal.any([options.signal, discovery.signal]) : discovery.signal
     // Every peer asked and every DHT query listens on it for the length of the pull.
     setMaxListeners(Infinity, signal)
+    let reask: ReturnType<typeof setInterval> | undefined
     const promise = (async () => {
       try {
         for (const peer of this.components.libp2p.getPeers()) void this.ask(peer, root, signal)
         for (const client of this.clients.values()) if (client.haves.has(key)) session.onHave(client)
         void this.discover(root, signal)
+        // A stream that failed to open (a handshake that timed out on a loaded host) is tried again.
+        reask = setInterval(() => {
+          for (const peer of this.components.libp2p.getPeers()) {
+            if (this.interested.get(peer.toString())?.has(key) !== true) void this.ask(peer, root, signal)
+          }
+        }, REASK_MS)
         return await session.run()
       } finally {
+        clearInterval(reask)
         discovery.abort()
         this.sessions.delete(key)
+        this.finished.set(key, session)
+        setTimeout(() => { if (this.finished.get(key) === session) this.finished.delete(key) }, FINISHED_GRACE_MS).unref()
         this.running.delete(key)
         this.haveCache.delete(key)
       }

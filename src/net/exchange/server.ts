@@ -11,6 +11,8 @@ import type { CID } from 'multiformats/cid'
 export const MAX_QUEUED_WANTS = 8192
 /** Wants read from the store together (16 KiB blocks: 512 KiB). */
 const READ_BATCH = 32
+/** Batches read from the store ahead of the one being sent. */
+const READ_AHEAD = 3
 /** Roots one peer may follow on one stream. */
 const MAX_INTERESTS = 64
 
@@ -35,6 +37,7 @@ class Serving {
   private queued = 0
   private readonly cancelled = new Set<string>()
   private wake?: () => void
+  private stopped = false
 
   constructor (channel: Channel, peer: string) {
     this.channel = channel
@@ -53,24 +56,25 @@ class Serving {
     for (const cid of cids) this.cancelled.add(blockId(cid))
   }
 
-  /**
-   * Up to `max` wanted CIDs of the highest priority that has any; waits when none. A batch is read
-   * from the store in one go; a demand want arriving meanwhile waits for at most one batch.
-   */
-  async nextBatch (max: number): Promise<CID[]> {
-    for (;;) {
-      if (this.channel.isClosed) return []
-      for (const queue of this.queues) {
-        const batch: CID[] = []
-        while (queue.length > 0 && batch.length < max) {
-          const cid = queue.shift()!
-          this.queued--
-          if (this.cancelled.delete(blockId(cid))) continue
-          batch.push(cid)
-        }
-        if (batch.length > 0) return batch
+  /** Up to `max` wanted CIDs of the highest priority that has any (none when nothing is queued). */
+  take (max: number): CID[] {
+    for (const queue of this.queues) {
+      const batch: CID[] = []
+      while (queue.length > 0 && batch.length < max) {
+        const cid = queue.shift()!
+        this.queued--
+        if (this.cancelled.delete(blockId(cid))) continue
+        batch.push(cid)
       }
-      this.cancelled.clear()
+      if (batch.length > 0) return batch
+    }
+    this.cancelled.clear()
+    return []
+  }
+
+  /** Waits until a want is queued or the stream closes. */
+  async waitForWants (): Promise<void> {
+    while (this.queued === 0 && !this.done) {
       await new Promise<void>(resolve => { this.wake = resolve })
       this.wake = undefined
     }
@@ -79,8 +83,12 @@ class Serving {
   get idle (): boolean { return this.queued === 0 }
 
   stop (): void {
+    this.stopped = true
     this.wake?.()
   }
+
+  /** The peer's stream ended: nothing more is read or sent for it. */
+  get done (): boolean { return this.stopped || this.channel.isClosed }
 }
 
 /**
@@ -144,6 +152,11 @@ export class BlockServer {
     }
   }
 
+  /**
+   * Answers wants in priority order. Up to READ_AHEAD batches are read from the store while earlier
+   * ones are sent, so the stream never waits for the disk and the disk never waits for the stream; a
+   * demand want arriving meanwhile waits for at most that many batches.
+   */
   private async serve (serving: Serving): Promise<void> {
     let missing: CID[] = []
     const sendMissing = async (): Promise<void> => {
@@ -151,11 +164,21 @@ export class BlockServer {
       await serving.channel.send({ type: T.DONT_HAVE, cids: missing })
       missing = []
     }
+    const reads: Array<Promise<Array<[CID, Uint8Array | undefined]>>> = []
     for (;;) {
-      if (serving.idle) await sendMissing()
-      const batch = await serving.nextBatch(READ_BATCH)
-      if (batch.length === 0) return
-      for (const [cid, data] of await this.read(batch)) {
+      while (reads.length < READ_AHEAD) {
+        const batch = serving.take(READ_BATCH)
+        if (batch.length === 0) break
+        reads.push(this.read(batch))
+      }
+      if (reads.length === 0) {
+        await sendMissing()
+        await serving.waitForWants()
+        if (serving.done) return
+        continue
+      }
+      for (const [cid, data] of await reads.shift()!) {
+        if (serving.done) return
         if (data == null) {
           missing.push(cid)
           if (missing.length >= MAX_LIST) await sendMissing()
@@ -172,17 +195,8 @@ export class BlockServer {
 
   /** Blocks from the store, verified, in one index round trip and as few preads as possible; undefined for those we lack. */
   private async read (cids: CID[]): Promise<Array<[CID, Uint8Array | undefined]>> {
-    const present = await this.store.hasMany(cids).catch(() => cids.map(() => false))
-    const held = cids.filter((_, i) => present[i] === true)
-    let blocks: Array<Uint8Array | undefined>
-    try {
-      blocks = await this.store.getMany(held)
-    } catch {
-      // One block gone or corrupt since hasMany: read them one by one, so only that one is refused.
-      blocks = await Promise.all(held.map(async cid => await this.store.get(cid).catch(() => undefined)))
-    }
-    let next = 0
-    return cids.map((cid, i) => [cid, present[i] === true ? blocks[next++] : undefined])
+    const blocks = await this.store.readMany(cids).catch(() => cids.map(() => undefined))
+    return cids.map((cid, i) => [cid, blocks[i]])
   }
 
   /**

@@ -44,6 +44,8 @@ const FLUSH_BYTES = 4 * 1024 * 1024
 const COMMIT_INTERVAL = 1_000
 const COMMIT_BYTES = 16 * 1024 * 1024
 const TICK = 200
+/** Free window (bytes) at which a peer is sent more wants (a quarter of its window if smaller). */
+const REFILL_AT = 1024 * 1024
 /** Copies of one request allowed in endgame. */
 const ENDGAME_COPIES = 2
 /** Window cost of a skeleton node (its size is unknown until it arrives). */
@@ -62,6 +64,8 @@ interface Item {
   state: 'pending' | 'inflight' | 'done'
   at: Set<PeerState>
   holders: number
+  /** Some peer was asked for it at some point. */
+  requested?: boolean
   /** Set for skeleton blocks: the bytes are needed to continue. */
   waiter?: (bytes: Uint8Array) => void
 }
@@ -413,12 +417,16 @@ export class PullSession {
     // Counting pending items is O(items): once per fill, not once per peer that has nothing to give.
     let endgame: boolean | undefined
     for (const peer of peers) {
+      // Top a peer up only once a good part of its window is free: one WANT of many CIDs instead of
+      // a WANT (a frame, a write, a window update) per block delivered.
+      if (peer.inflight.size > 0 && peer.window - peer.inflightBytes < Math.min(peer.window / 4, REFILL_AT)) continue
       const batch: CID[] = []
       const priority = this.skeleton == null ? Priority.Demand : Priority.Background
       while (peer.inflightBytes < peer.window) {
         const item = this.pick(peer) ?? ((endgame ??= this.pending() === 0) ? this.pickEndgame(peer) : undefined)
         if (item == null) break
         item.state = 'inflight'
+        item.requested = true
         item.at.add(peer)
         peer.inflight.set(item.id, { item, sentAt: Date.now() })
         peer.inflightBytes += cost(item)
@@ -508,6 +516,12 @@ export class PullSession {
     job.catch(err => { this.failure ??= err })
     this.flushing = job.catch(() => {})
     await job
+  }
+
+  /** Whether this pull asked a peer for the block (it may still arrive after the pull ended). */
+  asked (cid: CID): boolean {
+    const item = this.items.get(blockId(cid))
+    return item?.requested === true
   }
 
   get elapsed (): number { return Date.now() - this.started }
