@@ -27,6 +27,18 @@ export function rawCid (bytes: Uint8Array): CID {
   return CID.createV1(RAW_CODE, blake3.digest(bytes))
 }
 
+/**
+ * The raw leaf CID whose binary form is `bytes` (0x01 0x55 0x1e 0x20 and a 32-byte BLAKE3 digest, as
+ * the import's chunk engine writes it), without copying or re-encoding: the CID's digest and bytes
+ * are views of `bytes`.
+ */
+export function leafCidFromBytes (bytes: Uint8Array): CID {
+  if (bytes.length !== 36 || bytes[0] !== 1 || bytes[1] !== RAW_CODE || bytes[2] !== BLAKE3_CODE || bytes[3] !== 32) {
+    throw new InvalidCidError('not the bytes of a raw BLAKE3 CIDv1')
+  }
+  return new CID(1, RAW_CODE, new Digest.Digest(BLAKE3_CODE, 32, bytes.subarray(4), bytes.subarray(2)), bytes)
+}
+
 /** The CIDv1 of a dag-cbor node's encoded bytes. */
 export function cborCid (bytes: Uint8Array): CID {
   return CID.createV1(DAG_CBOR_CODE, blake3.digest(bytes))

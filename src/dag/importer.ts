@@ -1,15 +1,23 @@
 import { basename } from 'node:path'
 import { openImage } from './source/index.js'
-import { getChunker, DEFAULT_CHUNKER } from './chunker/index.js'
+import { DEFAULT_CHUNKER } from './chunker/index.js'
+import { SEGMENT_SIZE, LEAF_CID_LENGTH, batchViews, type ChunkBatch } from './chunker/engine.js'
+import { InlineStage, WorkerStage, chunkWorkerScript, type ChunkStage } from './chunk-stage.js'
 import { LayoutBuilder, type EncodedBlock } from './layout.js'
-import { DEFAULT_FANOUT, MAX_BLOCK_SIZE } from './node.js'
-import { blockId, rawCid } from './hash.js'
+import { DEFAULT_FANOUT } from './node.js'
+import { blockId, leafCidFromBytes } from './hash.js'
+import { throwIfAborted } from '../util/abort.js'
 import type { ChunkerParams } from './chunker/interface.js'
 import type { Blockstore } from '../store/blockstore.js'
 import type { CID } from 'multiformats/cid'
 
-/** Blocks handed to the store per call; big enough to amortise the index lookups. */
-const BATCH_BYTES = 8 * 1024 * 1024
+/**
+ * Slots in the ring the image is read into (one segment each, SEGMENT_SIZE plus a chunk's lookahead):
+ * segments being read, chunked and written at the same time. Memory: ~33 MiB at the default chunking.
+ */
+const SLOTS = 4
+/** Images of fewer segments than this are chunked inline (a worker takes ~30 ms to start). */
+const WORKER_MIN_SEGMENTS = 4
 
 export type ImportProgressEvent =
   | { type: 'import:start', size: number, format: string }
@@ -24,6 +32,13 @@ export interface ImportOptions {
   tmpDir: string
   signal?: AbortSignal
   onProgress?(event: ImportProgressEvent): void
+  /**
+   * Where chunking and hashing run: on a worker thread, inline, or (`auto`, the default) on a worker
+   * when the compiled worker script exists and the image has a few segments. Same result either way.
+   */
+  threads?: 'auto' | 'worker' | 'inline'
+  /** Segment size (tests use small ones to cross many segment boundaries); default SEGMENT_SIZE. */
+  segment?: number
 }
 
 export interface ImportResult {
@@ -40,63 +55,153 @@ export interface ImportResult {
  * Imports a disk image: chunk, hash, store new blocks, build the DAG. The result is durable (the
  * store is committed) but not pinned: the caller pins it, so a crash never leaves a pin without its
  * blocks. Re-importing after a crash reuses every block already committed.
+ *
+ * A pipeline over segments of the image, each in a slot of a small ring: the main thread reads
+ * segments ahead into free slots, the chunk stage (a worker thread) chunks and hashes them in order,
+ * and the main thread lays out the DAG and hands each segment's new blocks to the store, written
+ * straight from the slot; a slot is reused once its blocks are written. Memory stays bounded by the
+ * ring, and the store's ordering (pack written and synced before it is indexed) is unchanged.
  */
 export async function importImage (store: Blockstore, path: string, options: ImportOptions): Promise<ImportResult> {
   const params = options.chunker ?? DEFAULT_CHUNKER
   const source = await openImage(path, { format: options.format, tmpDir: options.tmpDir })
   try {
     options.onProgress?.({ type: 'import:start', size: source.size, format: source.format })
+    const segment = options.segment ?? SEGMENT_SIZE
+    const segments = Math.ceil(source.size / segment)
+    const threads = options.threads ?? 'auto'
+    const script = threads === 'inline' ? undefined : chunkWorkerScript()
+    if (threads === 'worker' && script == null) throw new Error('the chunk worker script is not built (run npm run build)')
+    const slots = Math.min(SLOTS, segments)
+    const stage: ChunkStage = script != null && (threads === 'worker' || segments >= WORKER_MIN_SEGMENTS)
+      ? new WorkerStage(params, source.size, segment, slots, script)
+      : new InlineStage(params, source.size, segment, slots)
+    try {
+      return await runPipeline(store, source.size, params, stage, options)
+    } finally {
+      await stage.close()
+    }
+  } finally {
+    await source.close()
+  }
+
+  async function runPipeline (store: Blockstore, size: number, params: ChunkerParams, stage: ChunkStage, options: ImportOptions): Promise<ImportResult> {
+    const engine = stage.engine
+    const segments = engine.segments
     const seen = new Set<string>()
-    let batch: EncodedBlock[] = []
-    let batchBytes = 0
-    // Chunk bytes are only valid until the chunker resumes: copy them into an arena reused per batch.
-    const arena = new Uint8Array(BATCH_BYTES + MAX_BLOCK_SIZE)
-    let arenaUsed = 0
-    let bytesStored = 0
+    let blocks: EncodedBlock[] = []
     const queue = (block: EncodedBlock): void => {
       const id = blockId(block.cid)
       if (seen.has(id)) return
       seen.add(id)
-      batch.push(block)
-      batchBytes += block.bytes.length
+      blocks.push(block)
     }
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return
-      const result = await store.putMany(batch, { trusted: true })
-      bytesStored += result.bytes
-      batch = []
-      batchBytes = 0
-      arenaUsed = 0
+    const layout = new LayoutBuilder(size, params, options.fanout ?? DEFAULT_FANOUT, queue)
+    let bytesStored = 0
+
+    // Everything started and not yet settled: waited for before the source and the slots go away.
+    const inflight = new Set<Promise<unknown>>()
+    const track = <T>(p: Promise<T>): Promise<T> => {
+      inflight.add(p)
+      const done = (): void => { inflight.delete(p) }
+      p.then(done, done)
+      return p
     }
-    const layout = new LayoutBuilder(source.size, params, options.fanout ?? DEFAULT_FANOUT, queue)
+    let fail!: (err: unknown) => void
+    const failure = new Promise<never>((_resolve, reject) => { fail = reject })
+    failure.catch(() => {})
+
+    const free = stage.slots.map((_, i) => i)
+    const slotOf: number[] = []
+    // Segment k's chunks, once it is read and chunked (created on first use: the loop below may ask
+    // for a segment whose read waits for a free slot).
+    const batches: Array<Deferred<ChunkBatch>> = []
+    const batchOf = (k: number): Deferred<ChunkBatch> => (batches[k] ??= deferred<ChunkBatch>())
+    let started = 0
+    let stopped = false
+    let posted: Promise<unknown> = Promise.resolve()
+    const startReads = (): void => {
+      while (!stopped && started < segments && free.length > 0) {
+        const k = started++
+        const slot = free.shift()!
+        slotOf[k] = slot
+        const { start, length } = engine.slot(k)
+        const read = track(source.read(stage.slots[slot]!.subarray(0, length), length, start))
+        // Segments go to the chunk stage in order, each as soon as it is read.
+        const post = Promise.all([read, posted]).then(() => ({ batch: stage.run(k, slot) }))
+        posted = post.then(() => {}, () => {})
+        const result = batchOf(k)
+        post.then(async ({ batch }) => await batch).then(result.resolve, result.reject)
+      }
+    }
+    let writes: Promise<unknown> = Promise.resolve()
     let scanned = 0
-    for await (const chunk of getChunker(params.kind)(source, params, { signal: options.signal })) {
-      if (chunk.bytes == null) {
-        layout.addLeaf(chunk.offset, chunk.length, null)
-      } else {
-        const cid = rawCid(chunk.bytes)
-        if (!seen.has(blockId(cid))) {
-          const copy = arena.subarray(arenaUsed, arenaUsed + chunk.length)
-          copy.set(chunk.bytes)
-          arenaUsed += chunk.length
-          queue({ cid, bytes: copy })
+    try {
+      startReads()
+      for (let k = 0; k < segments; k++) {
+        throwIfAborted(options.signal)
+        const batch = await Promise.race([batchOf(k).promise, failure])
+        delete batches[k]
+        const slot = slotOf[k]!
+        const buf = stage.slots[slot]!
+        const { start } = engine.slot(k)
+        const { offsets, lengths, cids, data } = batchViews(batch)
+        blocks = []
+        for (let i = 0; i < batch.count; i++) {
+          const offset = offsets[i]!
+          const length = lengths[i]!
+          scanned = Math.max(scanned, offset + length)
+          if (data[i] === 0) {
+            layout.addLeaf(offset, length, null)
+            continue
+          }
+          const cid = leafCidFromBytes(cids.subarray(i * LEAF_CID_LENGTH, (i + 1) * LEAF_CID_LENGTH))
+          const id = blockId(cid)
+          if (!seen.has(id)) {
+            seen.add(id)
+            blocks.push({ cid, bytes: buf.subarray(offset - start, offset - start + length) })
+          }
+          layout.addLeaf(offset, length, cid)
         }
-        layout.addLeaf(chunk.offset, chunk.length, cid)
+        const put = blocks
+        const at = scanned
+        // Writes go one after another (the store serialises them anyway) while the next segments are
+        // read and chunked; the slot is reused once its blocks are in the pack.
+        writes = track(writes.then(async () => {
+          if (put.length > 0) bytesStored += (await store.putMany(put, { trusted: true })).bytes
+          free.push(slot)
+          startReads()
+          options.onProgress?.({ type: 'import:progress', scanned: at, size, bytesStored })
+        }))
+        writes.catch(fail)
       }
-      scanned = chunk.offset + chunk.length
-      if (batchBytes >= BATCH_BYTES) {
-        await flush()
-        options.onProgress?.({ type: 'import:progress', scanned, size: source.size, bytesStored })
-      }
+      blocks = []
+      const root = layout.finish()
+      await writes
+      bytesStored += (await store.putMany(blocks, { trusted: true })).bytes
+      await store.commit()
+      options.onProgress?.({ type: 'import:progress', scanned: size, size, bytesStored })
+      return { root: root.cid, size, format: source.format, blocks: seen.size, bytesStored }
+    } finally {
+      // On failure: no read may still fill a slot, or use the source, once we return.
+      stopped = true
+      while (inflight.size > 0) await Promise.allSettled([...inflight])
     }
-    const root = layout.finish()
-    await flush()
-    await store.commit()
-    options.onProgress?.({ type: 'import:progress', scanned: source.size, size: source.size, bytesStored })
-    return { root: root.cid, size: source.size, format: source.format, blocks: seen.size, bytesStored }
-  } finally {
-    await source.close()
   }
+}
+
+interface Deferred<T> {
+  promise: Promise<T>
+  resolve: (value: T) => void
+  reject: (err: unknown) => void
+}
+
+function deferred<T> (): Deferred<T> {
+  let resolve!: (value: T) => void
+  let reject!: (err: unknown) => void
+  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej })
+  promise.catch(() => {})
+  return { promise, resolve, reject }
 }
 
 /** The pin name an image gets when none is given: its file name without the extension. */

@@ -95,7 +95,7 @@ export async function * fastcdcChunker (source: ImageSource, params: ChunkerPara
  * The index just past the chunk starting at `start`, at most `end`. Two bytes per iteration with a
  * pre-shifted table (FastCDC 2020's "rolling two bytes"): the same cut points, fewer shifts.
  */
-function cutPoint (buf: Uint8Array, start: number, end: number, min: number, avg: number, maskS: number, maskL: number): number {
+export function cutPoint (buf: Uint8Array, start: number, end: number, min: number, avg: number, maskS: number, maskL: number): number {
   if (end - start <= min) return end
   const normal = Math.min(start + avg, end)
   const gear = GEAR
