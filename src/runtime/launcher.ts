@@ -160,11 +160,15 @@ export async function launchVm (ctx: LaunchContext, spec: VmSpec, options: Launc
     return await exportBootFile(ctx.blocksFor(root), blob, dir.bootDir, options)
   }
   const record = await dir.readRecord()
-  const layers = await prepareLayers(ctx, dir, spec, record, tools.img, options)
-  const kernel = await bootFile(spec.kernel)
-  const initrd = await bootFile(spec.initrd)
+  // Independent steps at once: on a cold host the kernel and initrd come from the swarm, and the
+  // accelerator probe starts a QEMU of its own.
+  const [layers, kernel, initrd, accel] = await Promise.all([
+    prepareLayers(ctx, dir, spec, record, tools.img, options),
+    bootFile(spec.kernel),
+    bootFile(spec.initrd),
+    chooseAccel(tools.system, spec.accel, onEvent)
+  ])
   await pinParts(ctx, spec, sizes)
-  const accel = await chooseAccel(tools.system, spec.accel, onEvent)
   await dir.writeRecord({ spec, layers: spec.disks.map(d => d.root), created: record?.created ?? new Date().toISOString() })
 
   const consoleStart = await open(dir.console, 'a').then(async fd => { const { size } = await fd.stat(); await fd.close(); return size })

@@ -17,7 +17,12 @@ export class NoProvidersError extends CollectiveError {
 }
 
 export interface SessionInit {
-  /** Bytes requested from one peer and not yet received. @default 4 MiB */
+  /**
+   * The most bytes requested from one peer and not yet received. @default 8 MiB. Below it, each
+   * peer's window follows what it delivers: about WINDOW_SECONDS of its measured rate, so a slow or
+   * shared source is never committed to much more than it sends in that time, and the blocks asked
+   * of it are chosen with fresh knowledge of what other peers hold.
+   */
   window?: number
   /** A request older than this is re-issued to another peer. @default 10 s */
   requestTimeout?: number
@@ -39,8 +44,14 @@ export interface SessionHost {
   provide(root: CID): void
 }
 
-const DEFAULTS = { window: 4 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000 }
-const FLUSH_BYTES = 4 * 1024 * 1024
+const DEFAULTS = { window: 8 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000 }
+/** Verified blocks are stored (and announced to peers) at this many bytes, and on every tick. */
+const FLUSH_BYTES = 1024 * 1024
+/** A peer's window is this many seconds of its delivery rate (clamped to MIN_WINDOW..window). */
+const WINDOW_SECONDS = 0.5
+const MIN_WINDOW = 256 * 1024
+/** A new peer's window, before its rate is known. */
+const START_WINDOW = 1024 * 1024
 const COMMIT_INTERVAL = 1_000
 const COMMIT_BYTES = 16 * 1024 * 1024
 const TICK = 200
@@ -80,6 +91,11 @@ interface PeerState {
   cursor: number
   /** When this peer last delivered a block we asked for. */
   lastBlockAt: number
+  /** Bytes it delivered since the last tick, and its smoothed delivery rate (bytes/s; 0 until measured). */
+  delivered: number
+  rate: number
+  /** It had requests outstanding for the whole of the last tick (a rate measured then means something). */
+  busySince: number
   /** Requests we gave up on (timed out, or the peer was dropped) and cancelled: a copy may still be on the wire. */
   abandoned: Set<string>
 }
@@ -110,6 +126,7 @@ export class PullSession {
   blocksFetched = 0
   private bytesTotal = 0
   private readonly started = Date.now()
+  private lastAdapt = Date.now()
   private lastCommit = Date.now()
   private uncommitted = 0
   private bytesCommitted = 0
@@ -229,7 +246,7 @@ export class PullSession {
   private peerState (client: PeerClient): PeerState {
     let state = this.peers.get(client.key)
     if (state == null) {
-      state = { client, inflight: new Map(), inflightBytes: 0, window: this.opts.window, timeouts: 0, dropped: false, cursor: 0, lastBlockAt: Date.now(), abandoned: new Set() }
+      state = { client, inflight: new Map(), inflightBytes: 0, window: Math.min(START_WINDOW, this.opts.window), timeouts: 0, dropped: false, cursor: 0, lastBlockAt: Date.now(), abandoned: new Set(), delivered: 0, rate: 0, busySince: 0 }
       this.peers.set(client.key, state)
     }
     return state
@@ -333,6 +350,7 @@ export class PullSession {
     }
     peer.timeouts = 0
     peer.lastBlockAt = Date.now()
+    peer.delivered += bytes.length
     this.lastUseful = Date.now()
     if (item.state !== 'done') {
       item.state = 'done'
@@ -446,6 +464,8 @@ export class PullSession {
   private tick (): void {
     const now = Date.now()
     if (this.bufferBytes > 0) void this.flush().catch(() => {})
+    for (const peer of this.peers.values()) this.adapt(peer, now)
+    this.lastAdapt = now
     for (const peer of this.peers.values()) {
       // A peer answers in order: while it keeps delivering, requests queued behind others are not late
       // (at 2 Mbit/s, a 4 MiB window takes 17 s to drain). Only a peer that delivered nothing for
@@ -462,7 +482,8 @@ export class PullSession {
       if (expired && !peer.dropped) this.abandon(peer, expiredItems)
       if (expired) {
         peer.timeouts++
-        peer.window = Math.max(256 * 1024, peer.window / 2)
+        peer.window = Math.max(MIN_WINDOW, peer.window / 2)
+        peer.rate /= 2
         if (peer.timeouts >= this.opts.maxTimeouts && !peer.dropped) {
           peer.dropped = true
           this.release(peer)
@@ -487,6 +508,22 @@ export class PullSession {
       peers: [...this.peers.values()].filter(p => !p.dropped && p.client.haves.has(this.key)).length
     })
     this.schedule()
+  }
+
+  /**
+   * Sizes a peer's window from what it delivered in the last tick, if it was asked for blocks all
+   * along (an idle peer's rate says nothing). Window-limited, a fast peer's measured rate is window /
+   * round trip, so its window grows until WINDOW_SECONDS of queueing at the peer; a slow one shrinks.
+   */
+  private adapt (peer: PeerState, now: number): void {
+    const busy = peer.inflight.size > 0
+    if (busy && peer.busySince > 0 && now - peer.busySince >= TICK) {
+      const measured = peer.delivered * 1000 / (now - this.lastAdapt)
+      peer.rate = peer.rate === 0 ? measured : 0.6 * peer.rate + 0.4 * measured
+      peer.window = Math.round(Math.min(this.opts.window, Math.max(MIN_WINDOW, peer.rate * WINDOW_SECONDS)))
+    }
+    peer.busySince = busy ? (peer.busySince || now) : 0
+    peer.delivered = 0
   }
 
   /** Stores verified blocks, then announces the new leaves. */
