@@ -13,6 +13,8 @@ import type { ChunkReply, ChunkRequest, ChunkWorkerData } from './chunk-worker.j
 export interface ChunkStage {
   readonly slots: Uint8Array[]
   readonly engine: ChunkEngine
+  /** False when the caller must hash the data chunks of each batch (hashBatch). */
+  readonly hashes: boolean
   run(k: number, slot: number): Promise<ChunkBatch>
   close(): Promise<void>
 }
@@ -27,6 +29,7 @@ export function chunkWorkerScript (): URL | undefined {
 export class InlineStage implements ChunkStage {
   readonly slots: Uint8Array[]
   readonly engine: ChunkEngine
+  readonly hashes = true
 
   constructor (params: ChunkerParams, size: number, segment: number, slots: number) {
     this.engine = new ChunkEngine(params, size, segment)
@@ -49,16 +52,19 @@ export class WorkerStage implements ChunkStage {
   readonly slots: Uint8Array[]
   /** The same engine geometry the worker uses (its state stays unused here). */
   readonly engine: ChunkEngine
+  /** Whether the worker hashes the chunks it answers with. */
+  readonly hashes: boolean
   private readonly worker: Worker
   private readonly waiting = new Map<number, { resolve: (batch: ChunkBatch) => void, reject: (err: Error) => void }>()
   private failure?: Error
 
-  constructor (params: ChunkerParams, size: number, segment: number, slots: number, script: URL) {
+  constructor (params: ChunkerParams, size: number, segment: number, slots: number, script: URL, options: { hash: boolean }) {
     this.engine = new ChunkEngine(params, size, segment)
+    this.hashes = options.hash
     const bytes = Math.min(segment + this.engine.lookahead, size)
     const shared = Array.from({ length: slots }, () => new SharedArrayBuffer(bytes))
     this.slots = shared.map(s => new Uint8Array(s))
-    const workerData: ChunkWorkerData = { params, size, segment, slots: shared }
+    const workerData: ChunkWorkerData = { params, size, segment, slots: shared, hash: options.hash }
     this.worker = new Worker(script, { workerData })
     this.worker.on('message', (reply: ChunkReply) => {
       const waiter = this.waiting.get(reply.k)

@@ -11,6 +11,8 @@ export interface ChunkWorkerData {
   size: number
   segment: number
   slots: SharedArrayBuffer[]
+  /** Whether the worker hashes the chunks (or leaves that to the main thread). */
+  hash: boolean
 }
 
 /** Main -> worker: chunk segment `k`, which is in slot `slot`. */
@@ -19,7 +21,7 @@ export interface ChunkRequest { k: number, slot: number }
 export type ChunkReply = { k: number, count: number, buffer: ArrayBuffer } | { k: number, error: string }
 
 const data = workerData as ChunkWorkerData
-const engine = new ChunkEngine(data.params, data.size, data.segment)
+const engine = new ChunkEngine(data.params, data.size, data.segment, { hash: data.hash })
 const slots = data.slots.map(s => new Uint8Array(s))
 const port = parentPort!
 

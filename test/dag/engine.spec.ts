@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { blake3 } from '@napi-rs/blake-hash'
 import { getChunker, type Chunk, type ChunkerParams } from '../../src/dag/chunker/index.js'
-import { ChunkEngine, batchViews, LEAF_CID_LENGTH } from '../../src/dag/chunker/engine.js'
+import { ChunkEngine, batchViews, hashBatch, LEAF_CID_LENGTH } from '../../src/dag/chunker/engine.js'
 import { RawSource } from '../../src/dag/source/raw.js'
 import { importImage } from '../../src/dag/index.js'
 import { openStore, fsck } from '../../src/store/index.js'
@@ -105,6 +105,22 @@ describe('chunk engine (the import\'s worker chunker)', () => {
           expect(got, `${name} ${params.kind}/${params.size} segment ${segment}`).toEqual(want)
         }
       }
+    }
+  })
+
+  it('a batch made without hashing, then hashed by hashBatch, is the one a hashing engine makes', () => {
+    const image = mixedImage(3 * 1024 * 1024 + 99, 'hb')
+    const params: ChunkerParams = { kind: 'fastcdc', size: 16384 }
+    const hashing = new ChunkEngine(params, image.length, 1 << 20)
+    const plain = new ChunkEngine(params, image.length, 1 << 20, { hash: false })
+    for (let k = 0; k < hashing.segments; k++) {
+      const { start, length } = hashing.slot(k)
+      const slot = image.subarray(start, start + length)
+      const want = hashing.run(k, slot)
+      const got = plain.run(k, slot)
+      const views = batchViews(got)
+      hashBatch(views, got.count, slot, start)
+      expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true)
     }
   })
 

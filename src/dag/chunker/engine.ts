@@ -38,10 +38,15 @@ export function batchViews ({ count, buffer }: ChunkBatch): ChunkBatchViews {
 }
 
 class BatchBuilder {
+  private readonly hash: boolean
   private readonly offsets: number[] = []
   private readonly lengths: number[] = []
   private readonly data: number[] = []
   private cids = new Uint8Array(LEAF_CID_LENGTH * 1024)
+
+  constructor (hash: boolean) {
+    this.hash = hash
+  }
 
   hole (offset: number, length: number): void {
     this.offsets.push(offset)
@@ -61,7 +66,7 @@ class BatchBuilder {
     }
     const at = i * LEAF_CID_LENGTH
     this.cids.set(LEAF_CID_PREFIX, at)
-    this.cids.set(blake3(bytes), at + LEAF_CID_PREFIX.length)
+    if (this.hash) this.cids.set(blake3(bytes), at + LEAF_CID_PREFIX.length)
   }
 
   finish (): ChunkBatch {
@@ -91,6 +96,8 @@ export class ChunkEngine {
   readonly size: number
   readonly segment: number
   readonly lookahead: number
+  /** False: data chunks are left for `hashBatch` (their CIDs hold zeros instead of a digest). */
+  readonly hash: boolean
   private pos = 0
   // FastCDC: the zero-run scanner (as in fastcdc.ts) and, while a hole runs past a slot, its end so far.
   private scanned = 0
@@ -104,8 +111,9 @@ export class ChunkEngine {
   private readonly maskS: number
   private readonly maskL: number
 
-  constructor (params: ChunkerParams, size: number, segment = SEGMENT_SIZE) {
+  constructor (params: ChunkerParams, size: number, segment = SEGMENT_SIZE, options: { hash?: boolean } = {}) {
     this.params = params
+    this.hash = options.hash ?? true
     this.size = size
     this.segment = segment
     this.lookahead = slotLookahead(params)
@@ -137,7 +145,7 @@ export class ChunkEngine {
     const { start, length } = this.slot(k)
     if (buf.length < length) throw new Error(`slot ${k} holds ${buf.length} bytes, needs ${length}`)
     this.next++
-    const out = new BatchBuilder()
+    const out = new BatchBuilder(this.hash)
     const limit = Math.min(start + this.segment, this.size)
     if (this.params.kind === 'fixed') this.runFixed(buf, start, limit, out)
     else this.runFastcdc(buf, start, start + length, limit, out)
@@ -224,6 +232,19 @@ export class ChunkEngine {
     this.nextHole = -1
     this.holeEnd = -1
     return true
+  }
+}
+
+/**
+ * Hashes the data chunks of a batch made without hashing (`hash: false`), from the slot `buf` that
+ * holds image offset `start`: the batch then holds what a hashing engine would have made.
+ */
+export function hashBatch (views: ChunkBatchViews, count: number, buf: Uint8Array, start: number): void {
+  const { offsets, lengths, cids, data } = views
+  for (let i = 0; i < count; i++) {
+    if (data[i] === 0) continue
+    const at = offsets[i]! - start
+    cids.set(blake3(buf.subarray(at, at + lengths[i]!)), i * LEAF_CID_LENGTH + LEAF_CID_PREFIX.length)
   }
 }
 
