@@ -2,10 +2,11 @@ import { parseArgs } from 'node:util'
 import { COMMANDS, type Command } from './command.js'
 import { existsSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import { Context, processIO, resolveDataDir, type CommandIO } from './context.js'
 import { CONTROL_SOCKET, type DaemonHandle } from '../daemon/interface.js'
-import { controlGet, runInDaemon } from '../daemon/control.js'
+import { runInDaemon } from '../daemon/control.js'
 import { AbortError, CollectiveError, ExitCode, UsageError, isSystemError } from '../errors.js'
 
 const GLOBAL_HELP = `Usage: collective-peer <command> [options]
@@ -116,14 +117,10 @@ async function findDaemon (dataDir: string, socket: string, signal: AbortSignal)
   let wait = DAEMON_WAIT_FIRST
   let told = false
   for (;;) {
-    try {
-      await controlGet(socket, '/status', wait)
-      return true
-    } catch (err) {
-      // Refused, or the socket gone: nobody listens (a stale socket). Any other failure: not a
-      // daemon that runs commands. Either way the command runs here, as it always has.
-      if (!slow(err)) return false
-    }
+    const answer = await probe(socket, wait)
+    // Refused, or the socket gone: nobody listens (a stale socket). An answer that is not a status:
+    // not a daemon that runs commands. Either way the command runs here, as it always has.
+    if (answer !== 'slow') return answer === 'daemon'
     if (signal.aborted) throw new AbortError()
     const waited = Date.now() - started
     const holder = await storeLockHolder(dataDir)
@@ -139,9 +136,27 @@ async function findDaemon (dataDir: string, socket: string, signal: AbortSignal)
   }
 }
 
-/** A connection accepted but not answered in time (or a backlog full): a live daemon, but slow. */
-function slow (err: unknown): boolean {
-  return (err instanceof Error && err.message === 'timed out') || isSystemError(err, 'EAGAIN')
+/**
+ * One `GET /status` on the control socket: 'daemon' when it answers 200 within `timeoutMs`; 'slow'
+ * when the connection is accepted (or the backlog is full) but no answer comes in time; 'none' when
+ * the connection is refused, the socket is gone, or the answer is not a status.
+ */
+async function probe (socketPath: string, timeoutMs: number): Promise<'daemon' | 'slow' | 'none'> {
+  return await new Promise(resolve => {
+    const req = request({ socketPath, path: '/status', method: 'GET' }, res => {
+      res.resume()
+      res.on('end', () => { clearTimeout(timer); resolve(res.statusCode === 200 ? 'daemon' : 'none') })
+      res.on('error', () => { clearTimeout(timer); resolve('none') })
+    })
+    // No answer in time: the connection was accepted, so a process listens (the kernel accepts on a
+    // unix socket only while one holds its listening end); it is just slow.
+    const timer = setTimeout(() => { resolve('slow'); req.destroy() }, timeoutMs)
+    req.on('error', err => {
+      clearTimeout(timer)
+      resolve(isSystemError(err, 'EAGAIN') ? 'slow' : 'none')
+    })
+    req.end()
+  })
 }
 
 /**
