@@ -99,6 +99,7 @@ describe.each(CODECS.map(c => [c.name, c] as const))('%s', (_name, codec) => {
     const payload = codec.encode(blocks)
     expectProtocolError(() => codec.decode(payload, total(blocks) - 1))
     expect(() => codec.decode(payload, total(blocks) - 1)).toThrow(/over the/)
+    expect(() => codec.decode(payload, Number.NaN)).toThrow(RangeError)
   })
 
   it('rejects every truncation of a payload and trailing bytes with ProtocolError', () => {

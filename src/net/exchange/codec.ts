@@ -138,6 +138,7 @@ function writeHeader (out: Uint8Array, method: number, blocks: readonly Uint8Arr
 }
 
 function readHeader (payload: Uint8Array, maxOutputBytes: number): Header {
+  if (!(maxOutputBytes >= 0)) throw new RangeError(`maxOutputBytes must be a number >= 0, not ${maxOutputBytes}`)
   if (payload.length < 1) throw new ProtocolError('empty codec payload')
   const r = new Reader(payload)
   const method = payload[r.offset++]!
