@@ -4,13 +4,17 @@
 // configuration, against casync and against the 4 KiB-dedup ideal, all in the same run.
 //
 //   node bench/update-bytes.js [--old PATH --new PATH] [--configs fixed:16384,fastcdc:65536,...]
-//                              [--baseline-only] [--no-casync16] [--batch 32]
+//                              [--baseline-only] [--no-casync16] [--batch 32] [--codecs]
 //
 // ours:   fresh data dir per config; import v1, import v2, `diff v1 v2` -> bytes (raw), wireBytes
 //         (DEFLATE-1 per block, as `diff` reports it). Then batchWireBytes: the same blocks read from
 //         the store and encoded with the exchange codec `zstd-batch` (src/net/exchange/codec.ts) the
 //         way a transfer sends them: interior nodes first, then leaves, each in DAG order, in batches
 //         of --batch blocks (default 32, at most 1 MiB raw), one payload per batch, headers included.
+// --codecs: also compare wire codecs on the first config's diff blocks (same order and batches):
+//         DEFLATE, brotli and zstd, per block and per batch, compressing and decompressing each batch
+//         with every codec in turn, so that their MiB/s (of raw bytes, one core) share the machine's
+//         load; speeds are also given relative to DEFLATE-1 per block (the first row).
 // casync: `casync make --store=S v1.caibx v1.img`, then the same for v2 into the same store; the
 //         store's growth (apparent size of the new .cacnk files, zstd-compressed = what casync would
 //         download) and, from the two indexes, the raw size of v2's chunks absent from v1.
@@ -32,6 +36,7 @@ const baselineOnly = Boolean(args['baseline-only']);
 const BATCH = Number(args.batch ?? 32);
 const BATCH_BYTES = 1024 * 1024;
 const CODEC = 'zstd-batch';
+const compareCodecs = Boolean(args.codecs);
 const configs = String(args.configs ?? DEFAULT_CONFIGS).split(',').map((s) => {
   const [chunker, size] = s.split(':');
   if (!['fixed', 'fastcdc'].includes(chunker) || !(Number(size) > 0)) throw new Error(`bad config ${s}`);
@@ -93,7 +98,7 @@ const base = casync[0];
  * interior nodes first (fetched level by level), then leaves, each in the order `diff` lists them
  * (DAG order: the rarest-first order of a pull from one source is a rotation of it).
  */
-async function batchWire(data, v1Root, v2Root) {
+async function batchWire(data, v1Root, v2Root, keepGroups = false) {
   const { openStore } = await import('../dist/store/index.js');
   const { diff, parseCid } = await import('../dist/dag/index.js');
   const { getCodec } = await import('../dist/net/exchange/codec.js');
@@ -107,10 +112,12 @@ async function batchWire(data, v1Root, v2Root) {
     let batches = 0;
     let group = [];
     let groupBytes = 0;
+    const groups = [];
     const flush = () => {
       if (group.length === 0) return;
       bytes += codec.encode(group).length;
       batches++;
+      if (keepGroups) groups.push(group);
       group = [];
       groupBytes = 0;
     };
@@ -121,11 +128,12 @@ async function batchWire(data, v1Root, v2Root) {
       groupBytes += block.length;
     }
     flush();
-    return { bytes, batches };
+    return { bytes, batches, groups };
   } finally { await store.close(); }
 }
 
 const ours = [];
+let codecGroups = null;
 if (!baselineOnly) {
   for (const c of configs) {
     const dir = tempDir('update');
@@ -137,7 +145,8 @@ if (!baselineOnly) {
       sync();
       const b = await cli(data, ['import', v2, ...flags]);
       const d = await cli(data, ['diff', a.result.root, b.result.root]);
-      const bw = await batchWire(data, a.result.root, b.result.root);
+      const bw = await batchWire(data, a.result.root, b.result.root, compareCodecs && ours.length === 0);
+      if (bw.groups.length > 0) codecGroups = bw.groups;
       const row = {
         tool: 'collective-peer', chunker: c.chunker, chunkSize: c.chunkSize,
         blocks: d.result.blocks, bytes: d.result.bytes, wireBytes: d.result.wireBytes,
@@ -150,6 +159,101 @@ if (!baselineOnly) {
         `${fmtMiB(row.wireBytes)} MiB DEFLATE-1, ${fmtMiB(row.batchWireBytes)} MiB ${CODEC} (imports ${a.seconds.toFixed(1)} s + ${b.seconds.toFixed(1)} s)`);
     } finally { rmrf(dir); }
   }
+}
+
+// ---- codecs ----
+async function runCodecs(groups) {
+  const zlib = await import('node:zlib');
+  const { createRequire } = await import('node:module');
+  const { getCodec } = await import('../dist/net/exchange/codec.js');
+  const { Encoder, Decoder } = createRequire(import.meta.url)('@toondepauw/node-zstd');
+  const Z = zlib.constants;
+  // The exchange's rule for DEFLATE-1 (src/dag/wire.ts): a block whose first 1 KiB has > 7.2 bits/byte goes as is.
+  const incompressible = (b) => {
+    if (b.length < 4096) return false;
+    const counts = new Uint32Array(256);
+    for (let i = 0; i < 1024; i++) counts[b[i]]++;
+    let bits = 0;
+    for (const c of counts) if (c) bits -= c * Math.log2(c / 1024);
+    return bits / 1024 > 7.2;
+  };
+  const deflate = (level) => ({ c: (b) => zlib.deflateRawSync(b, { level }), d: (b, n) => zlib.inflateRawSync(b, { maxOutputLength: n }) });
+  const brotli = (q, lgwin) => ({
+    c: (b) => zlib.brotliCompressSync(b, { params: { [Z.BROTLI_PARAM_QUALITY]: q, [Z.BROTLI_PARAM_LGWIN]: lgwin, [Z.BROTLI_PARAM_SIZE_HINT]: b.length } }),
+    d: (b, n) => zlib.brotliDecompressSync(b, { maxOutputLength: n }),
+  });
+  const zstd = (level) => { const e = new Encoder(level); const d = new Decoder(); return { c: (b) => e.encodeSync(b), d: (b) => d.decodeSync(b) }; };
+  const specs = [
+    ['DEFLATE-1 per block (today)', deflate(1), false, true],
+    ['DEFLATE-6 per block', deflate(6), false, true],
+    ['DEFLATE-1 per batch', deflate(1), true, true],
+    ['DEFLATE-6 per batch', deflate(6), true, true],
+    ['brotli q1 per block (lgwin 16)', brotli(1, 16), false, true],
+    ['brotli q3 per block (lgwin 16)', brotli(3, 16), false, true],
+    ['brotli q5 per block (lgwin 16)', brotli(5, 16), false, true],
+    ['brotli q1 per batch (lgwin 20)', brotli(1, 20), true, true],
+    ['brotli q2 per batch (lgwin 20)', brotli(2, 20), true, true],
+    ['brotli q3 per batch (lgwin 20)', brotli(3, 20), true, true],
+    ['brotli q4 per batch (lgwin 20)', brotli(4, 20), true, true],
+    ['brotli q5 per batch (lgwin 20)', brotli(5, 20), true, true],
+    ['zstd 1 per block', zstd(1), false, false],
+    ['zstd 3 per block', zstd(3), false, false],
+    ['zstd 6 per block', zstd(6), false, false],
+    ['zstd 1 per batch', zstd(1), true, false],
+    ['zstd 3 per batch', zstd(3), true, false],
+    ['zstd 5 per batch', zstd(5), true, false],
+  ].map(([name, codec, batch, skip]) => ({ name, codec, batch, skip, wire: 0, c: 0, d: 0 }));
+  for (const name of ['zstd-batch', 'deflate-1']) {
+    const codec = getCodec(name);
+    specs.push({ name: `codec.ts ${name} (payloads)`, module: codec, wire: 0, c: 0, d: 0 });
+  }
+  let raw = 0;
+  for (const group of groups) {
+    const groupBytes = group.reduce((n, b) => n + b.length, 0);
+    raw += groupBytes;
+    for (const sp of specs) {
+      if (sp.module) {
+        let t = performance.now();
+        const payload = sp.module.encode(group);
+        sp.c += performance.now() - t;
+        t = performance.now();
+        sp.module.decode(payload, groupBytes);
+        sp.d += performance.now() - t;
+        sp.wire += payload.length;
+        continue;
+      }
+      let t = performance.now();
+      const kept = sp.skip ? group.filter((b) => !incompressible(b)) : group;
+      let units = kept;
+      if (sp.batch && kept.length > 0) units = [kept.length === 1 ? kept[0] : Buffer.concat(kept)];
+      let wire = groupBytes - units.reduce((n, u) => n + u.length, 0);
+      const outs = [];
+      for (const u of units) {
+        const out = sp.codec.c(u);
+        if (out.length < u.length) { outs.push([out, u.length]); wire += out.length; } else wire += u.length;
+      }
+      sp.c += performance.now() - t;
+      t = performance.now();
+      for (const [out, n] of outs) sp.codec.d(out, n);
+      sp.d += performance.now() - t;
+      sp.wire += wire;
+    }
+  }
+  const ref = specs[0];
+  return specs.map((sp) => ({
+    codec: sp.name, wireBytes: sp.wire, ofRaw: round(sp.wire / raw, 4),
+    compressMiBs: round(raw / MIB_ / (sp.c / 1000), 0), decompressMiBs: round(raw / MIB_ / (sp.d / 1000), 0),
+    compressVsDeflate1: round(ref.c / sp.c, 2), decompressVsDeflate1: round(ref.d / sp.d, 2),
+  }));
+}
+const MIB_ = 1024 * 1024;
+let codecs = null;
+if (codecGroups) {
+  log('');
+  log(`comparing codecs on ${codecGroups.length} batches (fastest first is not implied; speeds share the load)`);
+  t0 = performance.now();
+  codecs = await runCodecs(codecGroups);
+  log(`(${((performance.now() - t0) / 1000).toFixed(0)} s)`);
 }
 
 // ---- report ----
@@ -172,6 +276,13 @@ table(['config', 'blocks', 'raw MiB', `wire MiB ${CODEC} (${BATCH})`, 'wire MiB 
     r.chunks, fmtMiB(r.rawBytes), fmtMiB(r.wireBytes), '', r.bytesVsIdeal.toFixed(2), '', '', '']),
   ['4 KiB dedup ideal', ideal.blocks, fmtMiB(ideal.bytes), '', '', '1.00', '', '', ''],
 ]);
+if (codecs) {
+  log('');
+  log(`codecs on ${ours[0].chunker} ${ours[0].chunkSize / 1024}K's diff, batches of <= ${BATCH} blocks (MiB/s of raw bytes, one core)`);
+  table(['codec', 'wire MiB', 'of raw', 'compress MiB/s', 'x DEFLATE-1', 'decompress MiB/s', 'x DEFLATE-1'],
+    codecs.map((c) => [c.codec, fmtMiB(c.wireBytes), `${(c.ofRaw * 100).toFixed(1)} %`, c.compressMiBs,
+      c.compressVsDeflate1.toFixed(2), c.decompressMiBs, c.decompressVsDeflate1.toFixed(2)]));
+}
 let bestWire = null;
 if (ours.length) {
   bestWire = ours.reduce((a, b) => (b.batchWireBytes < a.batchWireBytes ? b : a));
@@ -184,7 +295,7 @@ console.log(JSON.stringify({
   machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)),
   ideal: { blockSize: 4096, blocks: ideal.blocks, bytes: ideal.bytes, v1DistinctNonZeroBlocks: ideal.oldDistinctNonZero,
     v2Blocks: ideal.newBlocks, v2ZeroBlocks: ideal.newZeroBlocks },
-  ours, casync,
+  ours, casync, codecs,
   best: bestWire && { chunker: bestWire.chunker, chunkSize: bestWire.chunkSize, codec: CODEC, batch: BATCH,
     batchWireBytes: bestWire.batchWireBytes, batchWireVsCasync: bestWire.batchWireVsCasync,
     deflate1WireBytes: bestWire.wireBytes, deflate1WireVsCasync: bestWire.wireVsCasync },
