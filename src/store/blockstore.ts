@@ -194,15 +194,35 @@ export class Blockstore {
       if (options.trusted !== true && !verifyBlock(cid, bytes)) throw new HashMismatchError(`block bytes do not hash to ${cid}`)
     }
     return await this.lock.run(async () => {
-      const present = await this.hasMany(blocks.map(b => b.cid))
+      // Blocks neither pending nor being committed are looked up in the index, a thousand per
+      // round trip; the key built for the lookup is the one a new block is indexed under.
+      const todo: number[] = []
+      const ids: string[] = new Array(blocks.length)
+      for (let i = 0; i < blocks.length; i++) {
+        const id = blockId(blocks[i]!.cid)
+        if (this.pending.has(id) || this.committing?.has(id) === true) continue
+        ids[i] = id
+        todo.push(i)
+      }
+      const keys: Uint8Array[] = new Array(blocks.length)
       let stored = 0
       let bytes = 0
-      for (let i = 0; i < blocks.length; i++) {
-        const block = blocks[i]!
-        if (present[i] === true || this.isPending(block.cid)) continue
-        await this.appendLocked(block)
-        stored++
-        bytes += block.bytes.length
+      for (let at = 0; at < todo.length; at += LOOKUP_BATCH) {
+        const part = todo.slice(at, at + LOOKUP_BATCH)
+        const partKeys = part.map(i => (keys[i] = blockKey(blocks[i]!.cid)))
+        const values = await this.db.getMany(partKeys)
+        for (let j = 0; j < part.length; j++) {
+          if (values[j] != null) continue
+          const i = part[j]!
+          const block = blocks[i]!
+          const id = ids[i]!
+          // The same block twice in one call: stored once.
+          if (this.pending.has(id)) continue
+          if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
+          this.appendNow(block, id, keys[i]!)
+          stored++
+          bytes += block.bytes.length
+        }
       }
       await this.writeLocked()
       if (this.pendingBytes >= COMMIT_BYTES) await this.startCommit()
@@ -284,8 +304,13 @@ export class Blockstore {
 
   private async appendLocked (block: Block): Promise<void> {
     if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
+    this.appendNow(block, blockId(block.cid), blockKey(block.cid))
+  }
+
+  /** Queues a record in the active pack (the caller rotated it if needed) and marks it pending. */
+  private appendNow (block: Block, id: string, key: Uint8Array): void {
     const loc: Location = this.writer.append(block.cid.bytes, block.bytes)
-    this.pending.set(blockId(block.cid), { key: blockKey(block.cid), entry: { ...loc, codec: block.cid.code } })
+    this.pending.set(id, { key, entry: { pack: loc.pack, offset: loc.offset, length: loc.length, codec: block.cid.code } })
     this.pendingBytes += block.bytes.length
   }
 

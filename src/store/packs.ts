@@ -17,6 +17,9 @@ const COALESCE_GAP = 4096
 /** readMany: the most one coalesced pread reads. */
 const COALESCE_MAX = 8 * 1024 * 1024
 
+/** PackWriter: record headers are cut from chunks of this size. */
+const HEADER_CHUNK = 64 * 1024
+
 export interface Location {
   pack: number
   offset: number
@@ -226,6 +229,8 @@ export class PackWriter {
   private length: number
   private queue: Uint8Array[] = []
   private queued = 0
+  private headers = new Uint8Array(0)
+  private headersUsed = 0
 
   private constructor (id: number, fd: FileHandle, length: number) {
     this.id = id
@@ -248,8 +253,20 @@ export class PackWriter {
 
   /** Queues a record and returns where its payload will be. */
   append (cidBytes: Uint8Array, payload: Uint8Array): Location {
-    const header = new Uint8Array(RECORD_HEADER + cidBytes.length)
-    new DataView(header.buffer).setUint32(0, payload.length)
+    // Headers are cut from a shared chunk (one allocation per ~1500 records, not one each); a chunk
+    // is never reused, so a queued header stays intact until written.
+    const headerLength = RECORD_HEADER + cidBytes.length
+    if (this.headers.length - this.headersUsed < headerLength) {
+      this.headers = new Uint8Array(Math.max(HEADER_CHUNK, headerLength))
+      this.headersUsed = 0
+    }
+    const header = this.headers.subarray(this.headersUsed, this.headersUsed + headerLength)
+    this.headersUsed += headerLength
+    const n = payload.length
+    header[0] = n >>> 24
+    header[1] = (n >>> 16) & 0xff
+    header[2] = (n >>> 8) & 0xff
+    header[3] = n & 0xff
     header[4] = cidBytes.length
     header.set(cidBytes, RECORD_HEADER)
     const offset = this.size + header.length
