@@ -20,10 +20,14 @@
  *
  * - `zstd-batch`: the blocks of a batch, concatenated in the order given, as ONE zstd frame (level 3,
  *   native zstd 1.5.7 from @toondepauw/node-zstd). Context across the blocks of a batch is where the
- *   gain is: on the update-v1 -> v2 diff (427.6 MiB raw) batches of 32 consecutive blocks go to
- *   111 MiB, 26 % of raw, where zstd-3 per block keeps 129 MiB and DEFLATE-1 per block 137 MiB
- *   (bench/update-bytes.js, docs/benchmarks.md). It compresses at ~2.3x DEFLATE-1's speed and
- *   decompresses at ~2x. Offered only when the native binding loads (`localCodecs()`).
+ *   gain is: on the update-v1 -> v2 diff (427.6 MiB raw, docs/benchmarks.md "Update bytes") batches
+ *   of 32 consecutive blocks (<= 1 MiB) go to 111.2 MiB = 0.79x casync, where zstd-3 per block keeps
+ *   128 MiB and DEFLATE-1 per block 139 MiB. The batch size matters: 16 blocks give 114.4 MiB
+ *   (0.81x, short of the 0.8x goal), 64 give 109.8. Send batches of 32+ consecutive blocks (in the
+ *   order asked: rarest first is DAG order from one source) up to ~1 MiB. Compresses at ~2-2.5x
+ *   DEFLATE-1's speed (~260-320 MiB/s of raw input on one core here), decompresses at ~3x. A batch
+ *   whose blocks all look incompressible (first 1 KiB) goes stored without a try. Offered only when
+ *   the native binding loads (`localCodecs()`).
  * - `deflate-1`: each block raw DEFLATE level 1 on its own, skipped when its first 1 KiB looks
  *   incompressible or when it does not shrink: the compression the exchange used so far, built in.
  * - `none`: the blocks as they are. Every codec may send a batch stored when compressing does not pay,
