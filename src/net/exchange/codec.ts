@@ -13,6 +13,7 @@
  *   }
  *   localCodecs (): CodecName[]          // what this process can use, best first: list it in HELLO
  *   negotiate (ours, theirs): Codec      // the first of `ours` that `theirs` lists; NONE if none
+ *                                        // (both ends agree when both list localCodecs())
  *   getCodec (name: string): Codec | undefined
  *   maxEncodedSize (blockLengths): number  // worst-case payload bytes for these blocks (frame budget)
  *
@@ -466,7 +467,10 @@ export function getCodec (name: string): Codec | undefined {
   return codec != null && localCodecs().includes(codec.name) ? codec : undefined
 }
 
-/** The first of `ours` (best first) that `theirs` lists and this process can use; `none` otherwise. */
+/**
+ * The first of `ours` (best first) that `theirs` lists and this process can use; `none` otherwise.
+ * Both sides get the same codec when both send `localCodecs()` (one global order, filtered).
+ */
 export function negotiate (ours: readonly string[], theirs: readonly string[]): Codec {
   for (const name of ours) {
     if (theirs.includes(name)) {
