@@ -138,7 +138,7 @@ export async function importImage (store: Blockstore, path: string, options: Imp
         post.then(async ({ batch }) => await batch).then(result.resolve, result.reject)
       }
     }
-    let writes: Promise<unknown> = Promise.resolve()
+    const puts = new Set<Promise<void>>()
     let scanned = 0
     try {
       startReads()
@@ -169,21 +169,22 @@ export async function importImage (store: Blockstore, path: string, options: Imp
           }
           layout.addLeaf(offset, length, cid)
         }
-        const put = blocks
+        // Handed to the store at once: its index lookups overlap the write ahead of it (the store
+        // writes one call at a time, in call order), while the next segments are read and chunked.
+        // The slot is reused once its blocks are in the pack.
         const at = scanned
-        // Writes go one after another (the store serialises them anyway) while the next segments are
-        // read and chunked; the slot is reused once its blocks are in the pack.
-        writes = track(writes.then(async () => {
-          if (put.length > 0) bytesStored += (await store.putMany(put, { trusted: true })).bytes
+        const put = (blocks.length > 0 ? store.putMany(blocks, { trusted: true }) : Promise.resolve({ bytes: 0 })).then(result => {
+          bytesStored += result.bytes
           free.push(slot)
           startReads()
           options.onProgress?.({ type: 'import:progress', scanned: at, size, bytesStored })
-        }))
-        writes.catch(fail)
+        })
+        puts.add(track(put))
+        put.then(() => puts.delete(put), fail)
       }
       blocks = []
       const root = layout.finish()
-      await writes
+      await Promise.all([...puts])
       bytesStored += (await store.putMany(blocks, { trusted: true })).bytes
       await store.commit()
       options.onProgress?.({ type: 'import:progress', scanned: size, size, bytesStored })

@@ -39,6 +39,8 @@ export class Blockstore {
   private inflight?: Promise<void>
   /** See readGeneration. */
   private generation = 0
+  /** Commits finished, landed or failed (putMany compares it). */
+  private commitsLanded = 0
   readonly lock = new Mutex()
 
   private constructor (db: DB, packs: PackFiles) {
@@ -193,42 +195,59 @@ export class Blockstore {
       if (bytes.length > MAX_BLOCK_SIZE) throw new BlockTooLargeError(`block ${cid} has ${bytes.length} bytes (limit ${MAX_BLOCK_SIZE})`)
       if (options.trusted !== true && !verifyBlock(cid, bytes)) throw new HashMismatchError(`block bytes do not hash to ${cid}`)
     }
+    const ids = blocks.map(b => blockId(b.cid))
+    const keys = blocks.map(b => blockKey(b.cid))
+    // The index lookups start now, while the calls ahead hold the lock (they overlap their writes:
+    // the importer hands each segment over without waiting); they are redone under the lock if the
+    // index may have changed meanwhile (a commit landed, entries were deleted, a failed write was
+    // dropped). Calls still write in call order.
+    let epoch = this.indexEpoch
+    const lookup = this.present(ids, keys)
+    lookup.catch(() => {})
     return await this.lock.run(async () => {
-      // Blocks neither pending nor being committed are looked up in the index, a thousand per
-      // round trip; the key built for the lookup is the one a new block is indexed under.
-      const todo: number[] = []
-      const ids: string[] = new Array(blocks.length)
-      for (let i = 0; i < blocks.length; i++) {
-        const id = blockId(blocks[i]!.cid)
-        if (this.pending.has(id) || this.committing?.has(id) === true) continue
-        ids[i] = id
-        todo.push(i)
+      let present = await lookup
+      while (epoch !== this.indexEpoch) {
+        epoch = this.indexEpoch
+        present = await this.present(ids, keys)
       }
-      const keys: Uint8Array[] = new Array(blocks.length)
       let stored = 0
       let bytes = 0
-      for (let at = 0; at < todo.length; at += LOOKUP_BATCH) {
-        const part = todo.slice(at, at + LOOKUP_BATCH)
-        const partKeys = part.map(i => (keys[i] = blockKey(blocks[i]!.cid)))
-        const values = await this.db.getMany(partKeys)
-        for (let j = 0; j < part.length; j++) {
-          if (values[j] != null) continue
-          const i = part[j]!
-          const block = blocks[i]!
-          const id = ids[i]!
-          // The same block twice in one call: stored once.
-          if (this.pending.has(id)) continue
-          if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
-          this.appendNow(block, id, keys[i]!)
-          stored++
-          bytes += block.bytes.length
-        }
+      for (let i = 0; i < blocks.length; i++) {
+        const block = blocks[i]!
+        // The same block twice in one call: stored once.
+        if (present[i] === true || this.pending.has(ids[i]!)) continue
+        if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
+        this.appendNow(block, ids[i]!, keys[i]!)
+        stored++
+        bytes += block.bytes.length
       }
       await this.writeLocked()
       if (this.pendingBytes >= COMMIT_BYTES) await this.startCommit()
       return { stored, bytes }
     })
   }
+
+  /**
+   * Which blocks are stored or on their way (pending or being committed), by id and index key: one
+   * LevelDB round trip per thousand blocks not pending.
+   */
+  private async present (ids: string[], keys: Uint8Array[]): Promise<boolean[]> {
+    const out: boolean[] = new Array(ids.length).fill(false)
+    const look: number[] = []
+    for (let i = 0; i < ids.length; i++) {
+      if (this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true) out[i] = true
+      else look.push(i)
+    }
+    for (let at = 0; at < look.length; at += LOOKUP_BATCH) {
+      const part = look.slice(at, at + LOOKUP_BATCH)
+      const values = await this.db.getMany(part.map(i => keys[i]!))
+      values.forEach((v, j) => { if (v != null) out[part[j]!] = true })
+    }
+    return out
+  }
+
+  /** Changes whenever a block's presence may have changed other than by an append (see putMany). */
+  private get indexEpoch (): number { return this.readGeneration + this.commitsLanded }
 
   async put (cid: CID, bytes: Uint8Array, options: { trusted?: boolean } = {}): Promise<PutResult> {
     return await this.putMany([{ cid, bytes }], options)
@@ -267,6 +286,8 @@ export class Blockstore {
       batch.put(textKey(META, `pack:${writer.id}:length`), Buffer.from(JSON.stringify(length)))
       await batch.write({ sync: true })
     })().finally(() => {
+      // Its blocks leave `committing`: indexed now, or not at all if the commit failed.
+      this.commitsLanded++
       if (this.committing === entries) this.committing = undefined
     })
     job.catch(() => {})
