@@ -11,12 +11,12 @@ import { writeImage, sha256File } from '../helpers/images.js'
 const MiB = 1024 * 1024
 const KILLS = 8
 
-// 96 MiB image, 88 MiB of data in three extents (more than one commit's worth).
-const IMAGE_SIZE = 96 * MiB
+// 176 MiB image, 160 MiB of data in three extents (two commits' worth, then the final one).
+const IMAGE_SIZE = 176 * MiB
 const EXTENTS: Array<[number, number, string]> = [
   [0, 24 * MiB, 'crash-1'],
   [28 * MiB + 4096, 24 * MiB, 'crash-2'],
-  [56 * MiB, 40 * MiB, 'crash-3']
+  [56 * MiB, 112 * MiB, 'crash-3']
 ]
 const DATA_SIZE = EXTENTS.reduce((n, [, length]) => n + length, 0)
 
@@ -115,8 +115,11 @@ describe('crash safety: SIGKILL during import', () => {
     }
 
     // First a kill past the first commit (commits run in the background, so a kill right after the
-    // 64 MiB mark may land before it is durable: then try again a little later).
-    for (const threshold of [64, 70, 76, 82].map(n => n * MiB)) {
+    // 64 MiB mark may land before it is durable: then try again a little later). Past 128 MiB the
+    // first commit has landed for sure (the store waits for it before starting the second), and the
+    // import still has to write and commit the rest: the import is too fast for timed kills to
+    // count on landing between two commits.
+    for (const threshold of [64, 70, 76, 82, 130, 136, 142].map(n => n * MiB)) {
       await killed(`kill once ${threshold / MiB} MiB are stored`, { killAtStored: threshold })
       if (storeBytes > 0) break
     }
