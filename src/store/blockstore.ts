@@ -214,8 +214,8 @@ export class Blockstore {
       let bytes = 0
       for (let i = 0; i < blocks.length; i++) {
         const block = blocks[i]!
-        // The same block twice in one call: stored once.
-        if (present[i] === true || this.pending.has(ids[i]!)) continue
+        // Appended since the lookup (by a call ahead, or earlier in this one): stored once.
+        if (present[i] === true || this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true) continue
         if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
         this.appendNow(block, ids[i]!, keys[i]!)
         stored++

@@ -1,0 +1,58 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { join } from 'node:path'
+import { Blockstore } from '../../src/store/blockstore.js'
+import { rawCid } from '../../src/dag/hash.js'
+import { pseudoRandom } from '../helpers/images.js'
+import { tempDir } from '../helpers/cli.js'
+import type { Block } from '../../src/store/interface.js'
+
+const MiB = 1024 * 1024
+
+/** `count` distinct 1 MiB blocks (80 of them pass the store's 64 MiB commit mark). */
+function blocks (seed: string, count: number): Block[] {
+  return Array.from({ length: count }, (_, i) => {
+    const bytes = pseudoRandom(`${seed}-${i}`, MiB)
+    return { cid: rawCid(bytes), bytes }
+  })
+}
+
+describe('Blockstore.putMany called again before the calls ahead are done', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  beforeAll(async () => { ({ dir, cleanup } = await tempDir()) })
+  afterAll(async () => { await cleanup() })
+
+  it('stores each block once: looked up before a call ahead appended it, being committed, or committed', async () => {
+    const store = await Blockstore.open(join(dir, 'a'))
+    try {
+      const set = blocks('pm', 80)
+      // All three look up before anything is appended; the first passes 64 MiB and starts a commit,
+      // the commit() lands it before the third call takes the lock.
+      const first = store.putMany(set, { trusted: true })
+      const second = store.putMany(set, { trusted: true })
+      const landed = store.commit()
+      const third = store.putMany([...set, ...blocks('pm-new', 2)], { trusted: true })
+      const [a, b, , c] = await Promise.all([first, second, landed, third])
+      expect(a).toEqual({ stored: 80, bytes: 80 * MiB })
+      expect(b).toEqual({ stored: 0, bytes: 0 })
+      expect(c).toEqual({ stored: 2, bytes: 2 * MiB })
+      await store.commit()
+      let count = 0
+      for await (const _ of store.entries()) count++
+      expect(count).toBe(82)
+      const got = await store.getMany(set.slice(0, 3).map(b => b.cid))
+      got.forEach((bytes, i) => { expect(Buffer.from(bytes).equals(Buffer.from(set[i]!.bytes))).toBe(true) })
+    } finally {
+      await store.close()
+    }
+    // Nothing written twice: the pack holds each record once.
+    const reopened = await Blockstore.open(join(dir, 'a'))
+    try {
+      const length = await reopened.getMeta<number>(`pack:${reopened.activePack}:length`)
+      expect(length).toBeLessThan(83 * MiB)
+      expect(length).toBeGreaterThan(82 * MiB)
+    } finally {
+      await reopened.close()
+    }
+  })
+})
