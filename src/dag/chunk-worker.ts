@@ -1,6 +1,7 @@
 /**
  * The import's chunking thread: runs a ChunkEngine over the slots the main thread fills (shared
- * memory, never copied) and answers each segment with its chunks and their leaf CIDs, in order.
+ * memory, never copied) and answers each segment with its chunks, in order (with their leaf CIDs
+ * if asked to hash; the importer hashes on the main thread, which is otherwise the idler one).
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { ChunkEngine } from './chunker/engine.js'

@@ -20,7 +20,7 @@ const SLOTS = 4
 // (bench-2g, CPU per thread: worker 1.92 s and main 0.86 s when the worker hashed; 1.41 s and 1.29 s
 // when the main thread does), and the main thread was idle for most of the import.
 
-/** Images of fewer segments than this are chunked inline (a worker takes ~30 ms to start). */
+/** Images of fewer segments than this are chunked inline (a worker answers its first segment after ~35 ms). */
 const WORKER_MIN_SEGMENTS = 4
 
 export type ImportProgressEvent =
@@ -37,8 +37,8 @@ export interface ImportOptions {
   signal?: AbortSignal
   onProgress?(event: ImportProgressEvent): void
   /**
-   * Where chunking and hashing run: on a worker thread, inline, or (`auto`, the default) on a worker
-   * when the compiled worker script exists and the image has a few segments. Same result either way.
+   * Where the chunker runs: on a worker thread, inline, or (`auto`, the default) on a worker when
+   * the compiled worker script exists and the image has a few segments. Same result either way.
    */
   threads?: 'auto' | 'worker' | 'inline'
   /** Segment size (tests use small ones to cross many segment boundaries); default SEGMENT_SIZE. */
@@ -61,10 +61,11 @@ export interface ImportResult {
  * blocks. Re-importing after a crash reuses every block already committed.
  *
  * A pipeline over segments of the image, each in a slot of a small ring: the main thread reads
- * segments ahead into free slots, the chunk stage (a worker thread) chunks and hashes them in order,
- * and the main thread lays out the DAG and hands each segment's new blocks to the store, written
- * straight from the slot; a slot is reused once its blocks are written. Memory stays bounded by the
- * ring, and the store's ordering (pack written and synced before it is indexed) is unchanged.
+ * segments ahead into free slots, the chunk stage (a worker thread) cuts them into chunks in order,
+ * and the main thread hashes the chunks, lays out the DAG and hands each segment's new blocks to the
+ * store, written straight from the slot; a slot is reused once its blocks are written. Memory stays
+ * bounded by the ring, and the store's ordering (pack written and synced before it is indexed) is
+ * unchanged.
  */
 export async function importImage (store: Blockstore, path: string, options: ImportOptions): Promise<ImportResult> {
   const params = options.chunker ?? DEFAULT_CHUNKER

@@ -83,8 +83,9 @@ class BatchBuilder {
 
 /**
  * The chunkers of fixed.ts and fastcdc.ts as a synchronous state machine over segments, hashing each
- * data chunk: the same chunks, in the same order (test/dag/engine.spec.ts checks it against them),
- * so it can run in a worker thread fed with segments read by the main thread.
+ * data chunk unless told not to (`hashBatch` does it later): the same chunks, in the same order
+ * (test/dag/engine.spec.ts checks it against them), so it can run in a worker thread fed with
+ * segments read by the main thread.
  *
  * Segment k is image bytes [k*segment, (k+1)*segment). Its slot holds the segment plus `lookahead`
  * bytes of the next one (read twice, a few percent more reading), so every chunk that starts in a
