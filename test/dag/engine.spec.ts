@@ -185,6 +185,24 @@ describe('import pipeline', () => {
     }
   })
 
+  it('a worker that fails answers with its error (dist)', async () => {
+    const dist = resolve(import.meta.dirname, '../../dist')
+    if (!existsSync(join(dist, 'dag/chunk-worker.js'))) return
+    const { WorkerStage, chunkWorkerScript } = await import(pathToFileURL(join(dist, 'dag/chunk-stage.js')).href)
+    const stage = new WorkerStage({ kind: 'fastcdc', size: 16384 }, 4 << 20, 1 << 20, 2, chunkWorkerScript(), { hash: true })
+    try {
+      // Segment 1 before segment 0: the engine refuses, the worker says so, the stage rejects.
+      await expect(stage.run(1, 0)).rejects.toThrow(/chunk worker: .*out of order/)
+      // The next request in order is answered (the engine was left as it was).
+      stage.slots[1].set(pseudoRandom('w', stage.slots[1].length))
+      const batch = await stage.run(0, 1)
+      expect(batch.count).toBeGreaterThan(30)
+    } finally {
+      await stage.close()
+    }
+    await expect(stage.run(1, 0)).rejects.toThrow(/closed|exited/)
+  })
+
   it('a failed read fails the import cleanly (no read left in flight, store still usable)', async () => {
     const path = join(dir, 'fail.img')
     await writeFile(path, pseudoRandom('fail', 3 * 1024 * 1024))
