@@ -1,6 +1,7 @@
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@libp2p/noise'
+import { coalescedWrites } from './coalesce.js'
 import { yamux } from '@libp2p/yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
@@ -118,7 +119,7 @@ export async function createNode (init: NodeInit = {}): Promise<CollectiveNode> 
     privateKey,
     addresses: { listen: init.listen ?? DEFAULT_LISTEN },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [coalescedWrites(noise())],
     streamMuxers: [yamux()],
     peerDiscovery: (init.mdns ?? DEFAULT_MDNS) ? [mdns({ serviceTag: MDNS_SERVICE_TAG })] : [],
     connectionManager: {

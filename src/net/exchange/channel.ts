@@ -1,5 +1,5 @@
 import { FrameDecoder, ProtocolError } from './frames.js'
-import { decodeMessage, encodeMessage, type Message } from './messages.js'
+import { decodeMessage, encodeMessageParts, type Message } from './messages.js'
 import type { Stream } from '@libp2p/interface'
 
 /** Bytes a channel may queue for sending before `send` waits for the stream to drain. */
@@ -59,13 +59,15 @@ export class Channel {
   /** Reads messages until the stream ends; throws ProtocolError on bad input. */
   async * messages (): AsyncGenerator<Message> {
     for await (const chunk of this.stream) {
-      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
-      this.bytesIn += bytes.length
-      for (const frame of this.decoder.push(bytes)) {
-        // Aborted (a ban) while handling an earlier frame of this chunk: deliver nothing more from
-        // the peer, or a HAVE behind a bad block would bring it back into a pull.
-        if (this.closed) return
-        yield decodeMessage(frame)
+      // A list's buffers go to the decoder as they are (`subarray()` would concatenate them).
+      for (const bytes of chunk instanceof Uint8Array ? [chunk] : chunk) {
+        this.bytesIn += bytes.length
+        for (const frame of this.decoder.push(bytes)) {
+          // Aborted (a ban) while handling an earlier frame of this chunk: deliver nothing more from
+          // the peer, or a HAVE behind a bad block would bring it back into a pull.
+          if (this.closed) return
+          yield decodeMessage(frame)
+        }
       }
     }
     if (this.decoder.pending > 0) throw new ProtocolError('stream ended inside a frame')
@@ -78,9 +80,10 @@ export class Channel {
    */
   async send (message: Message): Promise<void> {
     if (this.closed) return
-    const bytes = encodeMessage(message)
-    this.out.push(bytes)
-    this.outBytes += bytes.length
+    for (const part of encodeMessageParts(message)) {
+      this.out.push(part)
+      this.outBytes += part.length
+    }
     if (this.outBytes >= COALESCE) this.flush()
     else if (!this.flushScheduled) {
       this.flushScheduled = true

@@ -30,6 +30,27 @@ export function encodeFrame (type: number, payload: Uint8Array): Uint8Array {
   return out
 }
 
+/**
+ * The start of a frame whose payload is `payloadLength` bytes: its length, its type, and room for the
+ * first `extra` payload bytes (the caller fills them; the rest of the payload follows separately).
+ */
+export function frameHeader (type: number, payloadLength: number, extra = 0): Uint8Array {
+  const length = payloadLength + 1
+  if (length > MAX_FRAME) throw new ProtocolError(`frame of ${length} bytes exceeds ${MAX_FRAME}`)
+  let varint = 1
+  for (let n = length; n >= 0x80; n >>>= 7) varint++
+  const out = new Uint8Array(varint + 1 + extra)
+  let n = length
+  let i = 0
+  while (n >= 0x80) {
+    out[i++] = (n & 0x7f) | 0x80
+    n >>>= 7
+  }
+  out[i++] = n
+  out[i] = type
+  return out
+}
+
 export interface Frame {
   type: number
   payload: Uint8Array

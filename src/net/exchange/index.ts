@@ -277,7 +277,8 @@ class Exchange implements BlockExchange {
       clients: () => [...this.clients.values()],
       ban: (client, reason) => { this.ban(client.peer, reason, client) },
       announce: (r, indices) => { this.server.announce(r, indices) },
-      provide: r => { void this.provide(r).catch(() => {}) }
+      provide: r => { void this.provide(r).catch(() => {}) },
+      log: this.init.log != null ? (m: string) => { this.log(m) } : undefined
     }, this.init, options)
     this.sessions.set(key, session)
     this.haveCache.delete(key)

@@ -1,6 +1,6 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
-import { encodeFrame, ProtocolError, MAX_CONTROL_FRAME, type Frame } from './frames.js'
+import { encodeFrame, frameHeader, ProtocolError, MAX_CONTROL_FRAME, type Frame } from './frames.js'
 import { BLAKE3_CODE } from '../../dag/hash.js'
 
 export const PROTOCOL = '/collective/blocks/1.0.0'
@@ -60,6 +60,21 @@ export function encodeMessage (m: Message): Uint8Array {
       return encodeFrame(m.type, payload)
     }
   }
+}
+
+/**
+ * A message as the parts to write back to back: a BLOCK's data is not copied into a frame (the
+ * channel copies every part once, into the write that carries it).
+ */
+export function encodeMessageParts (m: Message): Uint8Array[] {
+  if (m.type !== T.BLOCK) return [encodeMessage(m)]
+  const cid = m.cid.bytes
+  const head = frameHeader(m.type, 2 + cid.length + m.data.length, 2 + cid.length)
+  const at = head.length - 2 - cid.length
+  head[at] = m.compressed ? 1 : 0
+  head[at + 1] = cid.length
+  head.set(cid, at + 2)
+  return [head, m.data]
 }
 
 function cid (value: unknown): CID {

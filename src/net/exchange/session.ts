@@ -42,6 +42,8 @@ export interface SessionHost {
   announce(root: CID, indices: number[]): void
   /** The skeleton is local: we can serve this root (DHT provider record). */
   provide(root: CID): void
+  /** Debug log (DEBUG=collective:*): the session's state once a second. */
+  log?(message: string): void
 }
 
 const DEFAULTS = { window: 8 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000 }
@@ -127,6 +129,7 @@ export class PullSession {
   private bytesTotal = 0
   private readonly started = Date.now()
   private lastAdapt = Date.now()
+  private ticks = 0
   private lastCommit = Date.now()
   private uncommitted = 0
   private bytesCommitted = 0
@@ -365,7 +368,8 @@ export class PullSession {
         void other.client.cancel([item.cid]).catch(() => {})
       }
       item.at.clear()
-      const copy = bytes.slice()
+      // Not copied: a frame's payload is its own buffer, or a view of a decrypted message nobody reuses.
+      const copy = bytes
       this.buffer.push({ cid: item.cid, bytes: copy, item })
       this.bufferBytes += copy.length
       item.waiter?.(copy)
@@ -496,6 +500,10 @@ export class PullSession {
       this.failure = new NoProvidersError(usable === 0
         ? `no peer provides ${this.key} (waited ${Math.round(this.opts.findTimeout / 1000)} s)`
         : `no progress on ${this.key} for ${Math.round(this.opts.findTimeout / 1000)} s (${this.remaining} blocks missing)`)
+    }
+    if (this.host.log != null && ++this.ticks % 5 === 0) {
+      const peers = [...this.peers.values()].map(p => `${p.client.key.slice(-6)}:${p.inflight.size}/${Math.round(p.window / 1024)}K@${Math.round(p.rate / 1048576)}M${p.dropped ? ':dropped' : ''}${p.client.haves.has(this.key) ? '' : ':nohave'}`)
+      this.host.log(`pull ${this.key.slice(-8)}: ${this.remaining} left, ${this.pending()} pending, ${this.retry.length} retry; ${peers.join(' ')}`)
     }
     this.onProgress?.({
       type: 'pull:progress',
