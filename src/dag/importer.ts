@@ -1,7 +1,7 @@
 import { basename } from 'node:path'
 import { openImage } from './source/index.js'
 import { DEFAULT_CHUNKER } from './chunker/index.js'
-import { SEGMENT_SIZE, LEAF_CID_LENGTH, batchViews, hashBatch, type ChunkBatch } from './chunker/engine.js'
+import { LEAF_CID_LENGTH, batchViews, hashBatch, segmentSize, type ChunkBatch } from './chunker/engine.js'
 import { InlineStage, WorkerStage, chunkWorkerScript, type ChunkStage } from './chunk-stage.js'
 import { LayoutBuilder, type EncodedBlock } from './layout.js'
 import { DEFAULT_FANOUT } from './node.js'
@@ -12,16 +12,19 @@ import type { Blockstore } from '../store/blockstore.js'
 import type { CID } from 'multiformats/cid'
 
 /**
- * Slots in the ring the image is read into (one segment each, SEGMENT_SIZE plus a chunk's lookahead):
- * segments being read, chunked and written at the same time. Memory: ~33 MiB at the default chunking.
+ * Slots in the ring the image is read into (one segment each, plus a chunk's lookahead): segments
+ * being read, chunked and written at the same time. Memory: ~8.4 MiB at the default chunking (8 slots
+ * were no faster).
  */
 const SLOTS = 4
 // With a worker, the main thread hashes the chunks: the worker's FastCDC scan is the longest stage
 // (bench-2g, CPU per thread: worker 1.92 s and main 0.86 s when the worker hashed; 1.41 s and 1.29 s
 // when the main thread does), and the main thread was idle for most of the import.
 
-/** Images of fewer segments than this are chunked inline (a worker answers its first segment after ~35 ms). */
-const WORKER_MIN_SEGMENTS = 4
+/** Images smaller than this are chunked inline (a worker answers its first segment after ~35 ms). */
+const WORKER_MIN_BYTES = 32 * 1024 * 1024
+/** Progress events: at most one per this many bytes scanned (and one at the end). */
+const PROGRESS_BYTES = 8 * 1024 * 1024
 
 export type ImportProgressEvent =
   | { type: 'import:start', size: number, format: string }
@@ -38,10 +41,10 @@ export interface ImportOptions {
   onProgress?(event: ImportProgressEvent): void
   /**
    * Where the chunker runs: on a worker thread, inline, or (`auto`, the default) on a worker when
-   * the compiled worker script exists and the image has a few segments. Same result either way.
+   * the compiled worker script exists and the image is at least 32 MiB. Same result either way.
    */
   threads?: 'auto' | 'worker' | 'inline'
-  /** Segment size (tests use small ones to cross many segment boundaries); default SEGMENT_SIZE. */
+  /** Segment size (tests use small ones to cross many segment boundaries); default segmentSize(). */
   segment?: number
 }
 
@@ -72,13 +75,13 @@ export async function importImage (store: Blockstore, path: string, options: Imp
   const source = await openImage(path, { format: options.format, tmpDir: options.tmpDir })
   try {
     options.onProgress?.({ type: 'import:start', size: source.size, format: source.format })
-    const segment = options.segment ?? SEGMENT_SIZE
+    const segment = options.segment ?? segmentSize(params)
     const segments = Math.ceil(source.size / segment)
     const threads = options.threads ?? 'auto'
     const script = threads === 'inline' ? undefined : chunkWorkerScript()
     if (threads === 'worker' && script == null) throw new Error('the chunk worker script is not built (run npm run build)')
     const slots = Math.min(SLOTS, segments)
-    const stage: ChunkStage = script != null && (threads === 'worker' || segments >= WORKER_MIN_SEGMENTS)
+    const stage: ChunkStage = script != null && (threads === 'worker' || source.size >= WORKER_MIN_BYTES)
       ? new WorkerStage(params, source.size, segment, slots, script, { hash: false })
       : new InlineStage(params, source.size, segment, slots)
     try {
@@ -141,6 +144,7 @@ export async function importImage (store: Blockstore, path: string, options: Imp
     }
     const puts = new Set<Promise<void>>()
     let scanned = 0
+    let reported = 0
     try {
       startReads()
       for (let k = 0; k < segments; k++) {
@@ -178,7 +182,10 @@ export async function importImage (store: Blockstore, path: string, options: Imp
           bytesStored += result.bytes
           free.push(slot)
           startReads()
-          options.onProgress?.({ type: 'import:progress', scanned: at, size, bytesStored })
+          if (at - reported >= PROGRESS_BYTES) {
+            reported = at
+            options.onProgress?.({ type: 'import:progress', scanned: at, size, bytesStored })
+          }
         })
         puts.add(track(put))
         put.then(() => puts.delete(put), fail)
