@@ -175,7 +175,9 @@ const MODES: Array<{ mode: string, banned: boolean }> = [
   { mode: 'oversize', banned: true },
   { mode: 'unsolicited', banned: true },
   { mode: 'garbage', banned: true },
-  { mode: 'trickle', banned: false }
+  { mode: 'trickle', banned: false },
+  { mode: 'batch-wrong', banned: true },
+  { mode: 'batch-bomb', banned: true }
 ]
 
 describe('hostile peers', () => {

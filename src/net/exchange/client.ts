@@ -1,7 +1,10 @@
 import { Channel } from './channel.js'
 import { PROTOCOL, PROTOCOL_VERSION, T, type Message, type Priority, MAX_LIST } from './messages.js'
 import { Bitfield } from './bitfield.js'
-import { WIRE_COMPRESSION } from '../../dag/wire.js'
+import { ZSTD_BATCH } from './codec.js'
+import { wireCodecs } from './server.js'
+import { ProtocolError } from './frames.js'
+import { MAX_BLOCK_SIZE } from '../../dag/node.js'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
@@ -27,11 +30,13 @@ export class PeerClient {
   readonly peer: PeerId
   readonly key: string
   private readonly channel: Channel
-  /** The peer will send compressed blocks (both sides support the codec and we asked). */
+  /** We offered compressed blocks (the peer may then send DEFLATEd BLOCKs, or zstd BLOCKS batches). */
   compress = false
+  private readonly codecs: string[]
   readonly haves = new Map<string, PeerHave>()
 
-  private constructor (peer: PeerId, channel: Channel) {
+  private constructor (peer: PeerId, channel: Channel, codecs: string[]) {
+    this.codecs = codecs
     this.peer = peer
     this.key = peer.toString()
     this.channel = channel
@@ -40,8 +45,9 @@ export class PeerClient {
   static async open (libp2p: Libp2p, peer: PeerId, handlers: ClientHandlers, options: { compress: boolean, signal?: AbortSignal }): Promise<PeerClient> {
     const signal = AbortSignal.any([AbortSignal.timeout(OPEN_TIMEOUT), ...(options.signal != null ? [options.signal] : [])])
     const stream = await libp2p.dialProtocol(peer, PROTOCOL, { signal })
-    const client = new PeerClient(peer, new Channel(stream))
-    await client.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: options.compress ? [WIRE_COMPRESSION] : [] })
+    const codecs = options.compress ? wireCodecs() : []
+    const client = new PeerClient(peer, new Channel(stream), codecs)
+    await client.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: codecs })
     client.compress = options.compress
     void client.read(handlers)
     return client
@@ -50,8 +56,9 @@ export class PeerClient {
   private async read (handlers: ClientHandlers): Promise<void> {
     try {
       for await (const message of this.channel.messages()) {
-        if (message.type === T.HELLO) {
-          this.compress = this.compress && message.compress.includes(WIRE_COMPRESSION)
+        if (message.type === T.HELLO) continue
+        if (message.type === T.BLOCKS) {
+          for (const block of this.unbatch(message)) handlers.onMessage(this, block)
           continue
         }
         handlers.onMessage(this, message)
@@ -61,6 +68,19 @@ export class PeerClient {
       this.channel.abort(err as Error)
       handlers.onClose(this, err as Error)
     }
+  }
+
+  /**
+   * The blocks of a BLOCKS frame, each as a BLOCK with its share of the frame's bytes. A batch holds
+   * at most MAX_BLOCK_SIZE bytes in all (the codec checks the declared sizes before decompressing);
+   * each block is then verified against its CID by whoever asked for it.
+   */
+  private unbatch (message: Extract<Message, { type: typeof T.BLOCKS }>): Array<Extract<Message, { type: typeof T.BLOCK }>> {
+    if (!this.codecs.includes(ZSTD_BATCH.name)) throw new ProtocolError('BLOCKS batch, but we did not offer zstd-batch')
+    const blocks = ZSTD_BATCH.decode(message.payload, MAX_BLOCK_SIZE)
+    if (blocks.length !== message.cids.length) throw new ProtocolError(`BLOCKS lists ${message.cids.length} CIDs for ${blocks.length} blocks`)
+    const total = blocks.reduce((n, b) => n + b.length, 0)
+    return blocks.map((data, i) => ({ type: T.BLOCK, cid: message.cids[i]!, compressed: false, data, wire: Math.round(message.payload.length * data.length / Math.max(1, total)) }))
   }
 
   async want (cids: CID[], priority: Priority): Promise<void> {

@@ -213,7 +213,7 @@ function sampleEntropy (bytes: Uint8Array): number {
 }
 
 /** A few microseconds, where compressing costs tens: the same rule as src/dag/wire.ts. */
-function looksIncompressible (bytes: Uint8Array): boolean {
+export function looksIncompressible (bytes: Uint8Array): boolean {
   return bytes.length >= SAMPLE * 4 && sampleEntropy(bytes) > INCOMPRESSIBLE_BITS
 }
 

@@ -1,8 +1,11 @@
 import { CollectiveError } from '../../errors.js'
 import { MAX_BLOCK_SIZE } from '../../dag/node.js'
 
-/** The largest frame either side accepts: a block plus its header. */
-export const MAX_FRAME = MAX_BLOCK_SIZE + 1024
+/**
+ * The largest frame either side accepts: a block, or a BLOCKS batch (at most MAX_BLOCK_SIZE of
+ * blocks, stored in the worst case), plus headers and CIDs.
+ */
+export const MAX_FRAME = MAX_BLOCK_SIZE + 64 * 1024
 /** Frames other than BLOCK carry lists and bitfields; they stay far smaller. */
 export const MAX_CONTROL_FRAME = 256 * 1024
 

@@ -155,9 +155,10 @@ class Exchange implements BlockExchange {
       return
     }
     if (message.type === T.BLOCK) {
-      this.counters.bytesReceived += message.data.length
+      const wire = message.wire ?? message.data.length
+      this.counters.bytesReceived += wire
       this.counters.blocksReceived++
-      this.peerCounter(client.key).bytesReceived += message.data.length
+      this.peerCounter(client.key).bytesReceived += wire
     }
     if (message.type === T.BLOCK || message.type === T.DONT_HAVE) {
       // A booting VM's read first; a pull of the same root may want the same block too.

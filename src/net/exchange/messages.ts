@@ -14,7 +14,8 @@ export const T = {
   INTEREST: 0x04,
   BLOCK: 0x10,
   DONT_HAVE: 0x11,
-  HAVE: 0x12
+  HAVE: 0x12,
+  BLOCKS: 0x13
 } as const
 
 /** Want priorities: a VM's read waits on it, then boot-order prefetch, then background pulls. */
@@ -31,7 +32,10 @@ export type Message =
   | { type: typeof T.WANT, priority: Priority, cids: CID[] }
   | { type: typeof T.CANCEL, cids: CID[] }
   | { type: typeof T.INTEREST, root: CID }
-  | { type: typeof T.BLOCK, cid: CID, compressed: boolean, data: Uint8Array }
+  /** `wire`: bytes it took on the wire, when it came in a BLOCKS batch (set by the receiver, never encoded). */
+  | { type: typeof T.BLOCK, cid: CID, compressed: boolean, data: Uint8Array, wire?: number }
+  /** Several blocks in one codec payload (src/net/exchange/codec.ts), in the order of `cids`. */
+  | { type: typeof T.BLOCKS, cids: CID[], payload: Uint8Array }
   | { type: typeof T.DONT_HAVE, cids: CID[] }
   /** Leaves a peer holds of `root`: `all`, or a bitfield over `count` leaves, or new `indices`. */
   | { type: typeof T.HAVE, root: CID, all?: boolean, count?: number, bitfield?: Uint8Array, indices?: number[] }
@@ -49,6 +53,19 @@ export function encodeMessage (m: Message): Uint8Array {
       if (m.bitfield != null) { body.n = m.count; body.b = m.bitfield }
       if (m.indices != null) body.i = m.indices
       return encodeFrame(m.type, dagCbor.encode(body))
+    }
+    case T.BLOCKS: {
+      let length = varintLength(m.cids.length) + m.payload.length
+      for (const c of m.cids) length += 1 + c.bytes.length
+      const body = new Uint8Array(length)
+      let at = writeVarint(body, 0, m.cids.length)
+      for (const c of m.cids) {
+        body[at++] = c.bytes.length
+        body.set(c.bytes, at)
+        at += c.bytes.length
+      }
+      body.set(m.payload, at)
+      return encodeFrame(m.type, body)
     }
     case T.BLOCK: {
       const cid = m.cid.bytes
@@ -75,6 +92,19 @@ export function encodeMessageParts (m: Message): Uint8Array[] {
   head[at + 1] = cid.length
   head.set(cid, at + 2)
   return [head, m.data]
+}
+
+function varintLength (n: number): number {
+  return n < 0x80 ? 1 : n < 0x4000 ? 2 : 3
+}
+
+function writeVarint (out: Uint8Array, offset: number, n: number): number {
+  while (n >= 0x80) {
+    out[offset++] = (n & 0x7f) | 0x80
+    n >>>= 7
+  }
+  out[offset++] = n
+  return offset
 }
 
 function cid (value: unknown): CID {
@@ -149,6 +179,29 @@ export function decodeMessage (frame: Frame): Message {
         throw err instanceof ProtocolError ? err : new ProtocolError('malformed BLOCK CID')
       }
       return { type, cid: c, compressed: (flags & 1) === 1, data: payload.subarray(2 + cidLength) }
+    }
+    case T.BLOCKS: {
+      let at = 0
+      let count = 0
+      for (let shift = 0; ; shift += 7) {
+        if (at >= payload.length || shift > 14) throw new ProtocolError('malformed BLOCKS count')
+        const byte = payload[at++]!
+        count |= (byte & 0x7f) << shift
+        if ((byte & 0x80) === 0) break
+      }
+      if (count < 1 || count > MAX_LIST) throw new ProtocolError(`BLOCKS of ${count} blocks (1..${MAX_LIST})`)
+      const cids: CID[] = []
+      for (let i = 0; i < count; i++) {
+        const length = payload[at]
+        if (length == null || at + 1 + length > payload.length) throw new ProtocolError('malformed BLOCKS CID')
+        try {
+          cids.push(cid(CID.decode(payload.subarray(at + 1, at + 1 + length))))
+        } catch (err) {
+          throw err instanceof ProtocolError ? err : new ProtocolError('malformed BLOCKS CID')
+        }
+        at += 1 + length
+      }
+      return { type, cids, payload: payload.subarray(at) }
     }
     default:
       throw new ProtocolError(`unknown frame type 0x${type.toString(16)}`)

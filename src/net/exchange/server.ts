@@ -3,6 +3,8 @@ import { ProtocolError } from './frames.js'
 import { PROTOCOL_VERSION, T, MAX_LIST, type Message } from './messages.js'
 import { blockId } from '../../dag/hash.js'
 import { compressBlock, WIRE_COMPRESSION } from '../../dag/wire.js'
+import { getCodec, looksIncompressible, ZSTD_BATCH } from './codec.js'
+import { MAX_BLOCK_SIZE } from '../../dag/node.js'
 import type { Blockstore } from '../../store/blockstore.js'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -25,11 +27,35 @@ export interface ServerEvents {
   onViolation?(peer: PeerId, err: ProtocolError): void
 }
 
+/** Codecs this host offers in HELLO, best first. */
+export function wireCodecs (): string[] {
+  return getCodec(ZSTD_BATCH.name) != null ? [ZSTD_BATCH.name, WIRE_COMPRESSION] : [WIRE_COMPRESSION]
+}
+
+/** Consecutive runs of blocks of at most MAX_BLOCK_SIZE bytes in all (one BLOCKS frame each). */
+function batches (held: Array<[CID, Uint8Array]>): Array<Array<[CID, Uint8Array]>> {
+  const out: Array<Array<[CID, Uint8Array]>> = []
+  let group: Array<[CID, Uint8Array]> = []
+  let bytes = 0
+  for (const entry of held) {
+    if (group.length > 0 && bytes + entry[1].length > MAX_BLOCK_SIZE) {
+      out.push(group)
+      group = []
+      bytes = 0
+    }
+    group.push(entry)
+    bytes += entry[1].length
+  }
+  if (group.length > 0) out.push(group)
+  return out
+}
+
 /** The serving half of one inbound stream. */
 class Serving {
   readonly channel: Channel
   readonly peer: string
-  compress = false
+  /** How blocks go to this peer: as they are, DEFLATEd one by one, or batched in zstd frames. */
+  compress: 'none' | 'deflate-raw' | 'zstd-batch' = 'none'
   readonly interests = new Set<string>()
   /** Roots for which the peer got a full HAVE (all, or a bitfield) from us: index updates mean something to it. */
   readonly described = new Set<string>()
@@ -134,8 +160,12 @@ export class BlockServer {
   private async onMessage (serving: Serving, message: Message): Promise<void> {
     switch (message.type) {
       case T.HELLO:
-        serving.compress = this.compression && message.compress.includes(WIRE_COMPRESSION)
-        await serving.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: this.compression ? [WIRE_COMPRESSION] : [] })
+        serving.compress = !this.compression
+          ? 'none'
+          : message.compress.includes(ZSTD_BATCH.name) && getCodec(ZSTD_BATCH.name) != null
+            ? 'zstd-batch'
+            : message.compress.includes(WIRE_COMPRESSION) ? 'deflate-raw' : 'none'
+        await serving.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: this.compression ? wireCodecs() : [] })
         return
       case T.WANT: serving.enqueue(message.priority, message.cids); return
       case T.CANCEL: serving.cancel(message.cids); return
@@ -160,8 +190,7 @@ export class BlockServer {
   private async serve (serving: Serving): Promise<void> {
     let missing: CID[] = []
     const sendMissing = async (): Promise<void> => {
-      if (missing.length === 0) return
-      await serving.channel.send({ type: T.DONT_HAVE, cids: missing })
+      for (let i = 0; i < missing.length; i += MAX_LIST) await serving.channel.send({ type: T.DONT_HAVE, cids: missing.slice(i, i + MAX_LIST) })
       missing = []
     }
     const reads: Array<Promise<Array<[CID, Uint8Array | undefined]>>> = []
@@ -177,20 +206,43 @@ export class BlockServer {
         if (serving.done) return
         continue
       }
+      const held: Array<[CID, Uint8Array]> = []
       for (const [cid, data] of await reads.shift()!) {
-        if (serving.done) return
-        if (data == null) {
-          missing.push(cid)
-          if (missing.length >= MAX_LIST) await sendMissing()
-          continue
-        }
-        await sendMissing()
-        const packed = serving.compress ? compressBlock(data) : undefined
+        if (data != null) held.push([cid, data])
+        else missing.push(cid)
+      }
+      if (serving.done) return
+      if (missing.length >= MAX_LIST || (missing.length > 0 && held.length > 0)) await sendMissing()
+      if (serving.compress === 'zstd-batch') {
+        for (const group of batches(held)) await this.sendBatch(serving, group)
+        continue
+      }
+      for (const [cid, data] of held) {
+        const packed = serving.compress === 'deflate-raw' ? compressBlock(data) : undefined
         const payload = packed ?? data
         await serving.channel.send({ type: T.BLOCK, cid, compressed: packed != null, data: payload })
         this.events.onSent?.(serving.peer, payload.length)
       }
     }
+  }
+
+  /**
+   * Blocks as one BLOCKS frame, compressed together (context across neighbouring blocks is where
+   * zstd beats per-block compression); blocks that all look incompressible go as BLOCK frames,
+   * without a copy.
+   */
+  private async sendBatch (serving: Serving, group: Array<[CID, Uint8Array]>): Promise<void> {
+    if (group.every(([, data]) => looksIncompressible(data))) {
+      for (const [cid, data] of group) {
+        await serving.channel.send({ type: T.BLOCK, cid, compressed: false, data })
+        this.events.onSent?.(serving.peer, data.length)
+      }
+      return
+    }
+    const payload = ZSTD_BATCH.encode(group.map(([, data]) => data))
+    await serving.channel.send({ type: T.BLOCKS, cids: group.map(([cid]) => cid), payload })
+    const total = group.reduce((n, [, data]) => n + data.length, 0)
+    for (const [, data] of group) this.events.onSent?.(serving.peer, Math.round(payload.length * data.length / Math.max(1, total)))
   }
 
   /** Blocks from the store, verified, in one index round trip and as few preads as possible; undefined for those we lack. */

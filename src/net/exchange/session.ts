@@ -360,7 +360,7 @@ export class PullSession {
       this.remaining--
       this.blocksFetched++
       this.bytesFetched += bytes.length
-      this.wireBytes += message.data.length
+      this.wireBytes += message.wire ?? message.data.length
       // Endgame duplicates: the other copies are no longer needed.
       for (const other of item.at) {
         other.inflight.delete(id)
