@@ -482,3 +482,34 @@ export function negotiate (ours: readonly string[], theirs: readonly string[]): 
 }
 
 export { ZSTD_BATCH, DEFLATE_1, NONE }
+
+/** Blocks the exchange reads (and so compresses) together: one batch of wants (server.ts). */
+export const WIRE_BATCH_BLOCKS = 32
+
+/**
+ * What `blocks`, in this order, cost on the wire when a server answers them in batches as the
+ * exchange does with `zstd-batch`: WIRE_BATCH_BLOCKS at a time, at most MAX_BLOCK_SIZE bytes per
+ * BLOCKS frame, a batch that looks incompressible as it is. Codec payloads only (no frame headers or
+ * CIDs). Undefined when zstd is not available here.
+ */
+export function batchWireBytes (blocks: readonly Uint8Array[]): number | undefined {
+  if (getCodec(ZSTD_BATCH.name) == null) return undefined
+  let total = 0
+  for (let i = 0; i < blocks.length; i += WIRE_BATCH_BLOCKS) {
+    let group: Uint8Array[] = []
+    let bytes = 0
+    const flush = (): void => {
+      if (group.length === 0) return
+      total += group.every(looksIncompressible) ? bytes : ZSTD_BATCH.encode(group).length
+      group = []
+      bytes = 0
+    }
+    for (const block of blocks.slice(i, i + WIRE_BATCH_BLOCKS)) {
+      if (group.length > 0 && bytes + block.length > MAX_BLOCK_SIZE) flush()
+      group.push(block)
+      bytes += block.length
+    }
+    flush()
+  }
+  return total
+}

@@ -3,7 +3,7 @@ import { ProtocolError } from './frames.js'
 import { PROTOCOL_VERSION, T, MAX_LIST, type Message } from './messages.js'
 import { blockId } from '../../dag/hash.js'
 import { compressBlock, WIRE_COMPRESSION } from '../../dag/wire.js'
-import { getCodec, looksIncompressible, ZSTD_BATCH } from './codec.js'
+import { getCodec, looksIncompressible, WIRE_BATCH_BLOCKS, ZSTD_BATCH } from './codec.js'
 import { MAX_BLOCK_SIZE } from '../../dag/node.js'
 import type { Blockstore } from '../../store/blockstore.js'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
@@ -11,8 +11,8 @@ import type { CID } from 'multiformats/cid'
 
 /** Wants a peer may have queued with us; more is a protocol violation (it ignores its window). */
 export const MAX_QUEUED_WANTS = 8192
-/** Wants read from the store together (16 KiB blocks: 512 KiB). */
-const READ_BATCH = 32
+/** Wants read from the store together (16 KiB blocks: 512 KiB), and compressed together. */
+const READ_BATCH = WIRE_BATCH_BLOCKS
 /** Batches read from the store ahead of the one being sent. */
 const READ_AHEAD = 3
 /** Roots one peer may follow on one stream. */
