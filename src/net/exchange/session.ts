@@ -61,6 +61,8 @@ const TICK = 200
 const REFILL_AT = 1024 * 1024
 /** Copies of one request allowed in endgame. */
 const ENDGAME_COPIES = 2
+/** A request younger than this is never duplicated in endgame (ms). */
+const ENDGAME_AGE = 1_000
 /** Window cost of a skeleton node (its size is unknown until it arrives). */
 const NODE_COST = 64 * 1024
 
@@ -414,10 +416,25 @@ export class PullSession {
 
   /** Endgame: everything is requested; ask an idle peer for blocks still in flight elsewhere. */
   private pickEndgame (peer: PeerState): Item | undefined {
+    const now = Date.now()
     for (const item of this.order) {
-      if (item.state === 'inflight' && item.at.size < ENDGAME_COPIES && !item.at.has(peer) && this.has(peer, item)) return item
+      if (item.state !== 'inflight' || item.at.size >= ENDGAME_COPIES || item.at.has(peer) || !this.has(peer, item)) continue
+      // Only a request its peer is late with: a copy of one about to arrive is upload wasted (in a
+      // fan-out, mostly the source's, which every host would ask for its last blocks).
+      if (!this.late(item, now)) continue
+      return item
     }
     return undefined
+  }
+
+  /** In flight longer than its peer's window takes to deliver, with a margin (and at least ENDGAME_AGE). */
+  private late (item: Item, now: number): boolean {
+    for (const holder of item.at) {
+      const sentAt = holder.inflight.get(item.id)?.sentAt ?? 0
+      const expected = holder.rate > 0 ? 2 * holder.window / holder.rate * 1000 : 0
+      if (now - sentAt < Math.max(ENDGAME_AGE, expected)) return false
+    }
+    return true
   }
 
   private scheduled = false
