@@ -56,17 +56,19 @@ export class Channel {
     this.stream = stream
   }
 
-  /** Reads messages until the stream ends; throws ProtocolError on bad input. */
-  async * messages (): AsyncGenerator<Message> {
+  /**
+   * Calls `handle` for each message until the stream ends; throws ProtocolError on bad input. Frames
+   * of one chunk are handled synchronously (no promise per frame, as an async generator costs); a handler
+   * that returns a promise is awaited before the next frame.
+   */
+  async each (handle: (message: Message) => void | Promise<void>): Promise<void> {
     for await (const chunk of this.stream) {
-      // A list's buffers go to the decoder as they are (`subarray()` would concatenate them).
       for (const bytes of chunk instanceof Uint8Array ? [chunk] : chunk) {
         this.bytesIn += bytes.length
         for (const frame of this.decoder.push(bytes)) {
-          // Aborted (a ban) while handling an earlier frame of this chunk: deliver nothing more from
-          // the peer, or a HAVE behind a bad block would bring it back into a pull.
           if (this.closed) return
-          yield decodeMessage(frame)
+          const pending = handle(decodeMessage(frame))
+          if (pending != null) await pending
         }
       }
     }

@@ -55,14 +55,14 @@ export class PeerClient {
 
   private async read (handlers: ClientHandlers): Promise<void> {
     try {
-      for await (const message of this.channel.messages()) {
-        if (message.type === T.HELLO) continue
+      await this.channel.each(message => {
+        if (message.type === T.HELLO) return
         if (message.type === T.BLOCKS) {
           for (const block of this.unbatch(message)) handlers.onMessage(this, block)
-          continue
+          return
         }
         handlers.onMessage(this, message)
-      }
+      })
       handlers.onClose(this)
     } catch (err) {
       this.channel.abort(err as Error)

@@ -141,11 +141,11 @@ export class BlockServer {
     const loop = this.serve(serving)
     try {
       let first = true
-      for await (const message of serving.channel.messages()) {
+      await serving.channel.each(async message => {
         if (first && message.type !== T.HELLO) throw new ProtocolError('expected HELLO first')
         first = false
         await this.onMessage(serving, message)
-      }
+      })
     } catch (err) {
       serving.channel.abort(err as Error)
       if (err instanceof ProtocolError) this.events.onViolation?.(connection.remotePeer, err)
