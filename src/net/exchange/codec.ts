@@ -484,7 +484,7 @@ export function negotiate (ours: readonly string[], theirs: readonly string[]): 
 export { ZSTD_BATCH, DEFLATE_1, NONE }
 
 /** Blocks the exchange reads (and so compresses) together: one batch of wants (server.ts). */
-export const WIRE_BATCH_BLOCKS = 32
+export const WIRE_BATCH_BLOCKS = 64
 
 /**
  * What `blocks`, in this order, cost on the wire when a server answers them in batches as the

@@ -11,10 +11,10 @@ import type { CID } from 'multiformats/cid'
 
 /** Wants a peer may have queued with us; more is a protocol violation (it ignores its window). */
 export const MAX_QUEUED_WANTS = 8192
-/** Wants read from the store together (16 KiB blocks: 512 KiB), and compressed together. */
+/** Wants read from the store together (16 KiB blocks: 1 MiB), and compressed together. */
 const READ_BATCH = WIRE_BATCH_BLOCKS
 /** Batches read from the store ahead of the one being sent. */
-const READ_AHEAD = 3
+const READ_AHEAD = 2
 /** Roots one peer may follow on one stream. */
 const MAX_INTERESTS = 64
 
