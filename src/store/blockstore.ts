@@ -18,6 +18,8 @@ type PendingMap = Map<string, { key: Uint8Array, entry: IndexEntry }>
 const COMMIT_BYTES = 64 * 1024 * 1024
 /** Keys looked up per LevelDB getMany when deduplicating a batch. */
 const LOOKUP_BATCH = 1024
+/** Locations kept in memory (about 150 bytes each: 128k = 2 GiB of 16 KiB blocks in ~20 MiB). */
+const RECENT_LOCATIONS = 128 * 1024
 
 /**
  * Content-addressed blocks on disk: bytes in pack files, locations in LevelDB.
@@ -41,6 +43,13 @@ export class Blockstore {
   private generation = 0
   /** Commits finished, landed or failed (putMany compares it). */
   private commitsLanded = 0
+  /**
+   * Locations of blocks committed or looked up lately (at most RECENT_LOCATIONS, oldest dropped),
+   * valid while readGeneration is `recentGeneration`: a seeder serves the same blocks to every peer,
+   * and a host serves what it just stored, without a LevelDB lookup each time.
+   */
+  private recent = new Map<string, IndexEntry>()
+  private recentGeneration = -1
   readonly lock = new Mutex()
 
   private constructor (db: DB, packs: PackFiles) {
@@ -165,19 +174,41 @@ export class Blockstore {
   async locateMany (digests: Uint8Array[]): Promise<Array<IndexEntry | undefined>> {
     const locations: Array<IndexEntry | undefined> = new Array(digests.length)
     const lookups: number[] = []
+    const ids: string[] = new Array(digests.length)
     for (let i = 0; i < digests.length; i++) {
       const d = digests[i]!
-      const id = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1')
-      const hit = this.pending.get(id) ?? this.committing?.get(id)
-      if (hit != null) locations[i] = hit.entry
+      const id = ids[i] = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1')
+      const hit = this.pending.get(id)?.entry ?? this.committing?.get(id)?.entry ?? this.recentLocation(id)
+      if (hit != null) locations[i] = hit
       else lookups.push(i)
     }
+    const generation = this.readGeneration
     for (let at = 0; at < lookups.length; at += LOOKUP_BATCH) {
       const part = lookups.slice(at, at + LOOKUP_BATCH)
       const values = await this.db.getMany(part.map(i => digestKey(digests[i]!)))
-      values.forEach((v, j) => { if (v != null) locations[part[j]!] = decodeLocation(v) })
+      values.forEach((v, j) => {
+        if (v == null) return
+        const entry = decodeLocation(v)
+        locations[part[j]!] = entry
+        this.remember(ids[part[j]!]!, entry, generation)
+      })
     }
     return locations
+  }
+
+  private recentLocation (id: string): IndexEntry | undefined {
+    return this.recentGeneration === this.readGeneration ? this.recent.get(id) : undefined
+  }
+
+  /** Caches a location read (or committed) while readGeneration was `generation`, if it still is. */
+  private remember (id: string, entry: IndexEntry, generation: number): void {
+    if (generation !== this.readGeneration) return
+    if (this.recentGeneration !== generation) {
+      this.recent.clear()
+      this.recentGeneration = generation
+    }
+    if (this.recent.size >= RECENT_LOCATIONS) this.recent.delete(this.recent.keys().next().value!)
+    this.recent.set(id, entry)
   }
 
   /**
@@ -235,7 +266,7 @@ export class Blockstore {
     const out: boolean[] = new Array(ids.length).fill(false)
     const look: number[] = []
     for (let i = 0; i < ids.length; i++) {
-      if (this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true) out[i] = true
+      if (this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true || this.recentLocation(ids[i]!) != null) out[i] = true
       else look.push(i)
     }
     for (let at = 0; at < look.length; at += LOOKUP_BATCH) {
@@ -279,12 +310,14 @@ export class Blockstore {
     this.pending = new Map()
     this.pendingBytes = 0
     this.committing = entries
+    const generation = this.readGeneration
     const job = (async () => {
       await writer.datasync()
       const batch = this.db.batch()
       for (const { key, entry } of entries.values()) batch.put(key, encodeLocation(entry))
       batch.put(textKey(META, `pack:${writer.id}:length`), Buffer.from(JSON.stringify(length)))
       await batch.write({ sync: true })
+      for (const [id, { entry }] of entries) this.remember(id, entry, generation)
     })().finally(() => {
       // Its blocks leave `committing`: indexed now, or not at all if the commit failed.
       this.commitsLanded++

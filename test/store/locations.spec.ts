@@ -1,0 +1,52 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { join } from 'node:path'
+import { Blockstore } from '../../src/store/blockstore.js'
+import { blockKey } from '../../src/store/keys.js'
+import { rawCid } from '../../src/dag/hash.js'
+import { pseudoRandom } from '../helpers/images.js'
+import { tempDir } from '../helpers/cli.js'
+
+/**
+ * The store remembers locations of blocks it committed or looked up, so serving the same blocks
+ * again skips LevelDB. A remembered location must never outlive its index entry: blocks dropped
+ * (fsck, gc) are gone for readMany/locateMany at once, and a block stored again is found again.
+ */
+describe('Blockstore: remembered locations', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  beforeAll(async () => { ({ dir, cleanup } = await tempDir()) })
+  afterAll(async () => { await cleanup() })
+
+  it('are forgotten when index entries are deleted, and learnt again when the blocks come back', async () => {
+    const store = await Blockstore.open(join(dir, 'a'))
+    try {
+      const set = Array.from({ length: 40 }, (_, i) => {
+        const bytes = pseudoRandom(`loc-${i}`, 16 * 1024)
+        return { cid: rawCid(bytes), bytes }
+      })
+      await store.putMany(set, { trusted: true })
+      await store.commit()
+      // Served twice: the second read comes from remembered locations.
+      for (let round = 0; round < 2; round++) {
+        const got = await store.readMany(set.map(b => b.cid))
+        got.forEach((bytes, i) => { expect(Buffer.from(bytes!).equals(Buffer.from(set[i]!.bytes))).toBe(true) })
+      }
+      // Half of them dropped from the index (what fsck and gc do).
+      const dropped = set.slice(0, 20)
+      await store.deleteMany(dropped.map(b => blockKey(b.cid)))
+      const after = await store.readMany(set.map(b => b.cid))
+      after.forEach((bytes, i) => { expect(bytes == null).toBe(i < 20) })
+      const located = await store.locateMany(set.map(b => b.cid.multihash.digest))
+      located.forEach((loc, i) => { expect(loc == null).toBe(i < 20) })
+      expect(await store.hasMany(set.map(b => b.cid))).toEqual(set.map((_, i) => i >= 20))
+      // Stored again (putMany must not think they are still there).
+      const again = await store.putMany(dropped, { trusted: true })
+      expect(again.stored).toBe(20)
+      await store.commit()
+      const back = await store.readMany(set.map(b => b.cid))
+      back.forEach((bytes, i) => { expect(Buffer.from(bytes!).equals(Buffer.from(set[i]!.bytes))).toBe(true) })
+    } finally {
+      await store.close()
+    }
+  })
+})
