@@ -24,6 +24,11 @@ function sampleEntropy (bytes: Uint8Array): number {
   return bits / n
 }
 
+/** Random or already-compressed at a glance (a few microseconds, where compressing costs tens). */
+export function looksIncompressible (bytes: Uint8Array): boolean {
+  return bytes.length >= SAMPLE * 4 && sampleEntropy(bytes) > INCOMPRESSIBLE_BITS
+}
+
 /**
  * The block compressed, or undefined when that would not pay. Deflating incompressible data (most
  * of a disk's binaries, every already-compressed file) costs more CPU than sending it: the exchange
@@ -32,7 +37,7 @@ function sampleEntropy (bytes: Uint8Array): number {
  * both sides agree, since `wireSize` uses the same rule.
  */
 export function compressBlock (bytes: Uint8Array): Uint8Array | undefined {
-  if (bytes.length >= SAMPLE * 4 && sampleEntropy(bytes) > INCOMPRESSIBLE_BITS) return undefined
+  if (looksIncompressible(bytes)) return undefined
   const out = deflateRawSync(bytes, { level: LEVEL })
   return out.length < bytes.length ? out : undefined
 }

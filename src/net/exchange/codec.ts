@@ -56,6 +56,7 @@
 import { createRequire } from 'node:module'
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { MAX_BLOCK_SIZE } from '../../dag/node.js'
+import { looksIncompressible } from '../../dag/wire.js'
 import { ProtocolError } from './frames.js'
 
 export type CodecName = 'zstd-batch' | 'deflate-1' | 'none'
@@ -81,11 +82,11 @@ const METHOD_ZSTD = 2
 
 // ---- varints ----
 
-function varintLength (n: number): number {
+export function varintLength (n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : 3
 }
 
-function writeVarint (out: Uint8Array, offset: number, n: number): number {
+export function writeVarint (out: Uint8Array, offset: number, n: number): number {
   while (n >= 0x80) {
     out[offset++] = (n & 0x7f) | 0x80
     n >>>= 7
@@ -194,28 +195,9 @@ export function maxEncodedSize (blockLengths: readonly number[]): number {
   return n
 }
 
-// ---- incompressible data ----
+// ---- incompressible data: the rule of src/dag/wire.ts (byte entropy of the first 1 KiB) ----
 
-const SAMPLE = 1024
-const INCOMPRESSIBLE_BITS = 7.2
-
-/** Shannon entropy (bits per byte) of the first SAMPLE bytes: ~8 for random or already-compressed data. */
-function sampleEntropy (bytes: Uint8Array): number {
-  const counts = new Uint32Array(256)
-  const n = Math.min(SAMPLE, bytes.length)
-  for (let i = 0; i < n; i++) counts[bytes[i]!]!++
-  let bits = 0
-  for (let b = 0; b < 256; b++) {
-    const c = counts[b]!
-    if (c !== 0) bits -= c * Math.log2(c / n)
-  }
-  return bits / n
-}
-
-/** A few microseconds, where compressing costs tens: the same rule as src/dag/wire.ts. */
-export function looksIncompressible (bytes: Uint8Array): boolean {
-  return bytes.length >= SAMPLE * 4 && sampleEntropy(bytes) > INCOMPRESSIBLE_BITS
-}
+export { looksIncompressible }
 
 // ---- none ----
 

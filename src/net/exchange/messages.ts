@@ -2,6 +2,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { encodeFrame, frameHeader, ProtocolError, MAX_CONTROL_FRAME, type Frame } from './frames.js'
 import { BLAKE3_CODE } from '../../dag/hash.js'
+import { varintLength, writeVarint } from './codec.js'
 
 export const PROTOCOL = '/collective/blocks/1.0.0'
 export const PROTOCOL_VERSION = 1
@@ -92,19 +93,6 @@ export function encodeMessageParts (m: Message): Uint8Array[] {
   head[at + 1] = cid.length
   head.set(cid, at + 2)
   return [head, m.data]
-}
-
-function varintLength (n: number): number {
-  return n < 0x80 ? 1 : n < 0x4000 ? 2 : 3
-}
-
-function writeVarint (out: Uint8Array, offset: number, n: number): number {
-  while (n >= 0x80) {
-    out[offset++] = (n & 0x7f) | 0x80
-    n >>>= 7
-  }
-  out[offset++] = n
-  return offset
 }
 
 function cid (value: unknown): CID {
