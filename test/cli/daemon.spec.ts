@@ -7,20 +7,14 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { existsSync, statSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
-import { cli, tempDir, type CliResult } from '../helpers/cli.js'
+import { cli, expectOneLineError, tempDir } from '../helpers/cli.js'
 import { pseudoRandom, writeImage } from '../helpers/images.js'
 import { cborCid } from '../../src/dag/hash.js'
 import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 
 const MiB = 1024 * 1024
-const ONE_LINE_ERROR = /^error \[ERR_[A-Z_]+\]: [^\n]+\n$/
 
-function expectError (r: CliResult, code: string, exit: number): void {
-  const context = `exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`
-  expect(r.code, context).toBe(exit)
-  expect(r.stderr, context).toMatch(ONE_LINE_ERROR)
-  expect(r.stderr, context).toMatch(new RegExp(`^error \\[${code}\\]: `))
-}
+const expectError = expectOneLineError
 
 describe('the host daemon', () => {
   let dir: string

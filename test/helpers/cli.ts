@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { expect } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -43,4 +44,12 @@ export function spawnCli (args: string[]): ChildProcess {
 export async function tempDir (prefix = 'cp-test-'): Promise<{ dir: string, cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix))
   return { dir, cleanup: async () => { await rm(dir, { recursive: true, force: true }) } }
+}
+
+/** The CLI's error contract: exit `exit`, and stderr exactly one line `error [CODE]: message`. */
+export function expectOneLineError (r: CliResult, code: string, exit: number): void {
+  const context = `exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`
+  expect(r.code, context).toBe(exit)
+  expect(r.stderr, context).toMatch(/^error \[ERR_[A-Z_]+\]: [^\n]+\n$/)
+  expect(r.stderr, context).toMatch(new RegExp(`^error \\[${code}\\]: `))
 }

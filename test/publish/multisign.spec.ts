@@ -10,20 +10,16 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { cli, tempDir, type CliResult } from '../helpers/cli.js'
+import { cli, expectOneLineError, tempDir, type CliResult } from '../helpers/cli.js'
 import { writeImage, pseudoRandom } from '../helpers/images.js'
 import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 import { decodeEnvelope, encodeEnvelope } from '../../src/publish/index.js'
 
 const MiB = 1024 * 1024
-const ONE_LINE_ERROR = /^error \[ERR_[A-Z_]+\]: [^\n]+\n$/
 
 function expectError (r: CliResult, code: string, exit: number): void {
-  const context = `exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`
-  expect(r.code, context).toBe(exit)
-  expect(r.stderr, context).toMatch(ONE_LINE_ERROR)
-  expect(r.stderr, context).toMatch(new RegExp(`^error \\[${code}\\]: `))
-  expect(r.result, context).toMatchObject({ error: { code } })
+  expectOneLineError(r, code, exit)
+  expect(r.result, `stderr ${JSON.stringify(r.stderr)}`).toMatchObject({ error: { code } })
 }
 
 async function until<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
