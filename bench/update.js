@@ -63,7 +63,7 @@ try {
   await until('v1 on every host', async () => (await Promise.all(hosts.map((d) => current(d, id)))).every((v) => v === 1), 30 * 60_000);
   log(`v1 on ${N} hosts in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
 
-  const before = await Promise.all(hosts.map(async (d) => (await cli(d, ['status'], { measureRss: false })).result.transfer.bytesReceived));
+  const before = await Promise.all(hosts.map(async (d) => (await cli(d, ['status'], { measureRss: false })).result.transfer));
   const t0 = Date.now();
   const p2 = await cli(pubDir, ['publish', appFile(2, fixtures.v2)], { measureRss: false, timeoutMs: 30 * 60_000 });
   const announced = Date.now();
@@ -75,8 +75,11 @@ try {
   const perHost = [];
   for (const [i, d] of hosts.entries()) {
     const events = (await cli(d, ["log"], { measureRss: false })).events.filter((l) => l.type === 'fetched' && l.version === 2);
-    const received = (await cli(d, ['status'], { measureRss: false })).result.transfer.bytesReceived - before[i];
-    perHost.push({ bytesFetched: events[0]?.bytesFetched ?? null, wireReceived: received });
+    const transfer = (await cli(d, ['status'], { measureRss: false })).result.transfer;
+    const received = transfer.bytesReceived - before[i].bytesReceived;
+    // Blocks received, every copy counted: more than the diff's blocks means endgame duplicates.
+    const blocksReceived = transfer.blocksReceived - before[i].blocksReceived;
+    perHost.push({ bytesFetched: events[0]?.bytesFetched ?? null, wireReceived: received, blocksReceived });
   }
   const full = (await cli(join(dir, 'full'), ['import', fixtures.v2], { measureRss: false, timeoutMs: 30 * 60_000 })).result.bytesStored;
 
@@ -90,7 +93,7 @@ try {
   const maxFetched = Math.max(...perHost.map((h) => h.bytesFetched));
   const maxWire = Math.max(...perHost.map((h) => h.wireReceived));
   log(`diff ideal: ${fmtMiB(diff.bytes)} MiB raw, ${fmtMiB(diff.wireBytes)} MiB compressed; full v2: ${fmtMiB(full)} MiB; casync: ${fmtMiB(casyncBytes)} MiB`);
-  for (const [i, h] of perHost.entries()) log(`host${i}: fetched ${fmtMiB(h.bytesFetched)} MiB (${round(h.bytesFetched / diff.bytes, 4)} x diff), wire ${fmtMiB(h.wireReceived)} MiB (${round(h.wireReceived / diff.wireBytes, 4)} x diff compressed)`);
+  for (const [i, h] of perHost.entries()) log(`host${i}: fetched ${fmtMiB(h.bytesFetched)} MiB (${round(h.bytesFetched / diff.bytes, 4)} x diff), wire ${fmtMiB(h.wireReceived)} MiB (${round(h.wireReceived / diff.wireBytes, 4)} x diff compressed), ${h.blocksReceived} blocks received for ${diff.blocks} in the diff`);
   log(`publish (import + sign + announce): ${publishSeconds.toFixed(1)} s; announcement -> v2 pinned on all ${N} hosts: ${allPinnedSeconds.toFixed(1)} s`);
   log(`wire bytes vs casync: ${round(maxWire / casyncBytes, 3)} (goal <= 0.8); fetched vs diff: ${round(maxFetched / diff.bytes, 4)} (goal 1, overhead <= 2 %)`);
   console.log(JSON.stringify({
