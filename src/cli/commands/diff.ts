@@ -5,7 +5,7 @@ import type { Command } from '../command.js'
 const command: Command = {
   usage: 'diff <old> <new>',
   summary: 'The blocks and bytes a host holding <old> must fetch to have <new>: exactly what an update moves.',
-  help: 'JSON: one {"cid", "size"} line per block, then {"blocks", "bytes", "wireBytes"} (wireBytes: compressed as the exchange sends them: zstd over batches of 32 blocks).',
+  help: 'JSON: one {"cid", "size"} line per block, then {"blocks", "bytes", "wireBytes"} (wireBytes: compressed as the exchange sends them: zstd over batches of 64 blocks).',
   positionals: 2,
   async run (ctx, [oldRef, newRef]) {
     const store = await ctx.openStore()
