@@ -53,3 +53,14 @@ export function expectOneLineError (r: CliResult, code: string, exit: number): v
   expect(r.stderr, context).toMatch(/^error \[ERR_[A-Z_]+\]: [^\n]+\n$/)
   expect(r.stderr, context).toMatch(new RegExp(`^error \\[${code}\\]: `))
 }
+
+/** Polls `fn` every 250 ms until it returns a value; throws naming `what` after `timeoutMs`. */
+export async function until<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await fn()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 250))
+  }
+}

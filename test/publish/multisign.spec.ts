@@ -10,7 +10,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { cli, expectOneLineError, tempDir, type CliResult } from '../helpers/cli.js'
+import { cli, expectOneLineError, tempDir, type CliResult, until } from '../helpers/cli.js'
 import { writeImage, pseudoRandom } from '../helpers/images.js'
 import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 import { decodeEnvelope, encodeEnvelope } from '../../src/publish/index.js'
@@ -22,15 +22,6 @@ function expectError (r: CliResult, code: string, exit: number): void {
   expect(r.result, `stderr ${JSON.stringify(r.stderr)}`).toMatchObject({ error: { code } })
 }
 
-async function until<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await fn()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 250))
-  }
-}
 
 describe('multi-host signing: publish --no-announce, sign, announce', () => {
   let dir: string
@@ -141,7 +132,7 @@ describe('multi-host signing: publish --no-announce, sign, announce', () => {
     const apps = await alice.run(['appliance', 'ls', '--json'])
     expect(apps.lines.find(l => l.id === id)).toMatchObject({ current: 1 })
 
-    await until('v1 on the host', async () => await current() === 1 ? true : undefined)
+    await until('v1 on the host', async () => await current() === 1 ? true : undefined, 60_000)
     const pins = (await host.run(['pin', 'ls', '--json'])).lines.filter(l => l.root != null).map(l => l.root)
     expect(pins).toContain(root)
     const log = (await host.run(['log', '--json'])).lines
@@ -158,7 +149,7 @@ describe('multi-host signing: publish --no-announce, sign, announce', () => {
     expect(signed.result.complete).toBe(true)
     const announced = await alice.run(['announce', manifest('v2-signed.manifest'), '--json'])
     expect(announced.code, announced.stderr).toBe(0)
-    await until('v2 on the host', async () => await current() === 2 ? true : undefined)
+    await until('v2 on the host', async () => await current() === 2 ? true : undefined, 60_000)
     expectError(await alice.run(['announce', manifest('v1.manifest'), '--json']), 'ERR_STALE_VERSION', 5)
     // The same manifest again is only announced again.
     const again = await alice.run(['announce', manifest('v2-signed.manifest'), '--json'])

@@ -11,7 +11,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { tempDir } from '../helpers/cli.js'
+import { tempDir, until } from '../helpers/cli.js'
 import { writeImage, pseudoRandom, sha256File } from '../helpers/images.js'
 import { killAll, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 import { decodeEnvelope, decodeManifest, encodeEnvelope, encodeManifest, KeyStore, signManifest, type Manifest } from '../../src/publish/index.js'
@@ -21,15 +21,6 @@ const MiB = 1024 * 1024
 const ATTACKER = resolve(import.meta.dirname, '../fixtures/gossip-attacker.mjs')
 
 
-async function until<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await fn()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 250))
-  }
-}
 
 /** Runs the gossip attacker against `host` and waits until it has sent every file. */
 async function attack (host: TestDaemon, id: string, files: string[]): Promise<any[]> {
