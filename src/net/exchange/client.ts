@@ -30,8 +30,7 @@ export class PeerClient {
   readonly peer: PeerId
   readonly key: string
   private readonly channel: Channel
-  /** We offered compressed blocks (the peer may then send DEFLATEd BLOCKs, or zstd BLOCKS batches). */
-  compress = false
+  /** Codecs we offered in HELLO: the peer may send DEFLATEd BLOCKs, or zstd BLOCKS batches, only if listed. */
   private readonly codecs: string[]
   readonly haves = new Map<string, PeerHave>()
 
@@ -48,7 +47,6 @@ export class PeerClient {
     const codecs = options.compress ? wireCodecs() : []
     const client = new PeerClient(peer, new Channel(stream), codecs)
     await client.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: codecs })
-    client.compress = options.compress
     void client.read(handlers)
     return client
   }
