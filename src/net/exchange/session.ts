@@ -51,7 +51,7 @@ const DEFAULTS = { window: 8 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts:
 const FLUSH_BYTES = 1024 * 1024
 /** A peer's window is this many seconds of its delivery rate (clamped to MIN_WINDOW..window). */
 const WINDOW_SECONDS = 0.5
-const MIN_WINDOW = 256 * 1024
+const MIN_WINDOW = 1024 * 1024
 /** A new peer's window, before its rate is known. */
 const START_WINDOW = 1024 * 1024
 const COMMIT_INTERVAL = 1_000
@@ -63,6 +63,8 @@ const REFILL_AT = 1024 * 1024
 const ENDGAME_COPIES = 2
 /** A request younger than this is never duplicated in endgame (ms). */
 const ENDGAME_AGE = 1_000
+/** Blocks already fetched that a run of neighbours may step over (see extend). */
+const RUN_SKIP = 8
 /** Window cost of a skeleton node (its size is unknown until it arrives). */
 const NODE_COST = 64 * 1024
 
@@ -83,6 +85,8 @@ interface Item {
   requested?: boolean
   /** Set for skeleton blocks: the bytes are needed to continue. */
   waiter?: (bytes: Uint8Array) => void
+  /** The next leaf item in DAG order (the next distinct block of the disk this pull needs). */
+  next?: Item
 }
 
 interface PeerState {
@@ -93,6 +97,8 @@ interface PeerState {
   timeouts: number
   dropped: boolean
   cursor: number
+  /** The leaf last asked of it: the next request continues its run of DAG neighbours if it can. */
+  last?: Item
   /** When this peer last delivered a block we asked for. */
   lastBlockAt: number
   /** Bytes it delivered since the last tick, and its smoothed delivery rate (bytes/s; 0 until measured). */
@@ -192,6 +198,7 @@ export class PullSession {
     const present = await this.host.store.hasMany(skeleton.leaves)
     const seen = new Set<string>()
     let have = 0
+    let previous: Item | undefined
     for (let i = 0; i < skeleton.leaves.length; i++) {
       const cid = skeleton.leaves[i]!
       const id = blockId(cid)
@@ -202,7 +209,9 @@ export class PullSession {
       }
       if (seen.has(id)) continue
       seen.add(id)
-      this.addItem(cid, skeleton.leafSizes[i]!, skeleton.index.get(id)!)
+      const item = this.addItem(cid, skeleton.leafSizes[i]!, skeleton.index.get(id)!)
+      if (previous != null) previous.next = item
+      previous = item
     }
     this.local = local
     this.bytesTotal = [...this.items.values()].filter(i => i.indices != null).reduce((n, i) => n + i.size, 0)
@@ -407,11 +416,26 @@ export class PullSession {
         return item
       }
     }
+    const next = this.extend(peer)
+    if (next != null) return next
     for (; peer.cursor < this.order.length; peer.cursor++) {
       const item = this.order[peer.cursor]!
       if (item.state === 'pending' && this.has(peer, item)) return item
     }
     return undefined
+  }
+
+  /**
+   * Continues the run of DAG neighbours last asked of this peer: its answer is compressed a batch at a
+   * time, and neighbouring blocks share context (an update's blocks: 3 % fewer bytes on the wire).
+   * Rarest first still chooses where each run starts; a run stops at a block another peer was asked
+   * for, or one this peer lacks.
+   */
+  private extend (peer: PeerState): Item | undefined {
+    let item = peer.last?.next
+    for (let skipped = 0; item != null && item.state === 'done' && skipped < RUN_SKIP; skipped++) item = item.next
+    if (item == null || item.state !== 'pending' || !this.has(peer, item)) return undefined
+    return item
   }
 
   /** Endgame: everything is requested; ask an idle peer for blocks still in flight elsewhere. */
@@ -458,7 +482,7 @@ export class PullSession {
     for (const peer of peers) {
       // Top a peer up only once a good part of its window is free: one WANT of many CIDs instead of
       // a WANT (a frame, a write, a window update) per block delivered.
-      if (peer.inflight.size > 0 && peer.window - peer.inflightBytes < Math.min(peer.window / 4, REFILL_AT)) continue
+      if (peer.inflight.size > 0 && peer.window - peer.inflightBytes < Math.min(peer.window / 2, REFILL_AT)) continue
       const batch: CID[] = []
       const priority = this.skeleton == null ? Priority.Demand : Priority.Background
       while (peer.inflightBytes < peer.window) {
@@ -467,6 +491,7 @@ export class PullSession {
         item.state = 'inflight'
         item.requested = true
         item.at.add(peer)
+        if (item.indices != null) peer.last = item
         peer.inflight.set(item.id, { item, sentAt: Date.now() })
         peer.inflightBytes += cost(item)
         batch.push(item.cid)
