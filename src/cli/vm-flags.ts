@@ -1,10 +1,14 @@
-import { checkSpec, parseAccel, parseForward, parseMemory, type VmEvent, type VmSpec } from '../runtime/index.js'
+// Only light modules at load: `run` through a daemon needs none of the runtime or the publishing code.
+import { checkSpec, parseAccel, parseForward, parseMemory } from '../runtime/spec.js'
+import type { VmEvent, VmSpec } from '../runtime/interface.js'
 import { UsageError } from '../errors.js'
-import { checkFresh, decodeEnvelope, decodeManifest, dhtKey, verifyEnvelope, type Manifest } from '../publish/index.js'
+import type { Manifest } from '../publish/index.js'
 import { parseCid } from '../dag/hash.js'
-import { appliancesOf } from './appliances.js'
 import type { Options } from './command.js'
 import type { Context } from './context.js'
+import { logger } from '@libp2p/logger'
+
+const log = logger('collective:runtime')
 
 /** The flags `run` and `start` share: they describe the VM (until a manifest does). */
 export const VM_OPTIONS: Options = {
@@ -67,6 +71,8 @@ export function positiveInt (text: unknown, flag: string, fallback: number): num
  * host can run an appliance it never pulled, its blocks fetched as the guest reads them.
  */
 async function applianceManifest (ctx: Context, ref: string): Promise<Manifest | undefined> {
+  const { checkFresh, decodeEnvelope, decodeManifest, latestRecord, verifyEnvelope } = await import('../publish/index.js')
+  const { appliancesOf } = await import('./appliances.js')
   const appliances = appliancesOf(ctx)
   const known = (await appliances.list()).filter(s => s.id === ref || s.name === ref)
   const state = known.find(s => s.current != null)
@@ -74,11 +80,14 @@ async function applianceManifest (ctx: Context, ref: string): Promise<Manifest |
   if (ctx.daemon == null || !/^bafyr4/.test(ref)) return undefined
   if ((await ctx.openStore().then(async s => await s.pins.get(ref))) != null) return undefined
   let envelope: Uint8Array
+  const since = Date.now()
   try {
-    envelope = await ctx.daemon.libp2p.contentRouting.get(dhtKey(ref), { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(15_000)]) })
-  } catch {
+    envelope = await latestRecord(ctx.daemon.libp2p.services.dht, ref, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(15_000)]) })
+  } catch (err: any) {
+    log('no manifest of %s in the DHT after %d ms: %s', ref, Date.now() - since, err.message)
     return undefined
   }
+  log('manifest of %s from the DHT in %d ms', ref, Date.now() - since)
   const { manifest } = await verifyEnvelope(envelope, { id: parseCid(ref) })
   checkFresh(manifest, 0)
   return manifest

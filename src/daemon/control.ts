@@ -3,6 +3,9 @@ import { chmod, unlink } from 'node:fs/promises'
 import { DaemonLostError, type CommandRunner, type DaemonHandle, type RunRequest } from './interface.js'
 import { isSystemError } from '../errors.js'
 import type { Output } from '../cli/progress.js'
+import { logger } from '@libp2p/logger'
+
+const log = logger('collective:daemon')
 
 /**
  * The control API: HTTP/1.1 on a unix socket in the data dir (mode 0600: only the owner may drive
@@ -84,6 +87,7 @@ export class ControlServer {
     }
     if (req.method === 'POST' && req.url === '/run') {
       const run = parseRunRequest(await readBody(req))
+      log('control: %s', run.argv.filter(a => !a.startsWith('/')).join(' '))
       const controller = new AbortController()
       res.on('close', () => { if (!res.writableFinished) controller.abort() })
       res.writeHead(200, { 'content-type': 'application/octet-stream' })

@@ -135,6 +135,10 @@ export async function createNode (init: NodeInit = {}): Promise<CollectiveNode> 
       dht: kadDHT({
         protocol: DHT_PROTOCOL,
         clientMode: false,
+        // The first self-query runs once the routing table has a peer (kad-dht waits for one), not a
+        // fixed second after start: every query waits for it, and a host that starts and at once
+        // runs an appliance by id would wait that second for the manifest.
+        initialQuerySelfInterval: 0,
         peerInfoMapper: keepDialableAddresses,
         validators: init.dhtRecords?.validators,
         selectors: init.dhtRecords?.selectors,

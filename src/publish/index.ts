@@ -6,6 +6,6 @@ export { Appliances, type ApplianceState, type LogEvent, type VersionRecord } fr
 export { publishVersion, pinVersion, recordPublished, adoptVersion, DEFAULT_EXPIRY_DAYS, type AdoptResult, type PublishOptions, type PublishResult } from './publisher.js'
 export { Updater, isRefusal, DEFAULT_RETAIN, type UpdateResult } from './updater.js'
 export { Announcer, topicOf } from './announcer.js'
-export { dhtKey, dhtSelectors, dhtValidators } from './records.js'
+export { dhtKey, dhtSelectors, dhtValidators, latestRecord } from './records.js'
 export { pinName } from './pins.js'
 export { readManifestFile, writeManifestFile, cosignEnvelope, type CosignResult } from './cosign.js'
