@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises'
-import { decodeProfile, type RecordOptions, type RecordedProfile } from '../runtime/index.js'
+import type { RecordOptions, RecordedProfile } from '../runtime/index.js'
 import { UsageError } from '../errors.js'
 import { positiveInt } from './vm-flags.js'
 import type { Options } from './command.js'
@@ -53,6 +53,7 @@ export async function awaitProfileFile (file: string, since: number, options: { 
     const info = await stat(file).catch(() => undefined)
     // (file times come from a coarse clock: a few ms behind Date.now())
     if (info != null && info.mtimeMs >= since - 20) {
+      const { decodeProfile } = await import('../runtime/profile/index.js')
       const profile = decodeProfile(await readFile(file))
       return { file, reads: profile.reads.length, bytes: profile.reads.reduce((n, r) => n + r[2], 0) }
     }
