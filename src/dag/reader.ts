@@ -6,6 +6,8 @@ import type { CID } from 'multiformats/cid'
 /** Where a DAG's blocks come from: the local store, or the store backed by the swarm. */
 export interface BlockGetter {
   get(cid: CID, options?: { signal?: AbortSignal }): Promise<Uint8Array>
+  /** Many blocks at once, in order (optional: readers fall back to `get`). */
+  getMany?(cids: CID[], options?: { signal?: AbortSignal }): Promise<Uint8Array[]>
 }
 
 /** A leaf of the image: its place, and its CID (null for a hole). */
