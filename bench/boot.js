@@ -10,14 +10,17 @@
 // block byte received (the kernel and initrd, pulled whole before QEMU starts, and the background
 // pull of the disk that runs behind the boot) on the wire.
 //
-//   node bench/boot.js [--runs N] [--pad-mib N] [--timeout SECONDS]
+//   node bench/boot.js [--runs N] [--pad-mib N] [--timeout SECONDS] [--trace-dir DIR]
+//
+// --trace-dir DIR keeps each cold daemon's debug log (DEBUG=collective:*) and the run's timeline
+// (t0 = the `run` command spawned, in ms) in DIR, to see where a cold start spends its time.
 //
 // --pad-mib N grows the disk by N MiB of random data in a file the boot never reads (resize2fs +
 // debugfs on a copy), so the background pull has real work while the guest boots. The marker is
 // detected the same way in every case: polling the console log file every 20 ms. Medians of --runs
 // (default 3). Last stdout line: one JSON object.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync, existsSync, writeFileSync, statSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdirSync, openSync, readFileSync, readSync, existsSync, writeFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
@@ -28,6 +31,7 @@ const args = parseArgs();
 const runs = Math.max(1, Number(args.runs ?? 3));
 const padMiB = Math.max(0, Number(args['pad-mib'] ?? 0));
 const bootTimeoutMs = Math.max(30, Number(args.timeout ?? 180)) * 1000;
+const traceDir = args['trace-dir'] != null ? String(args['trace-dir']) : undefined;
 const MARKER = 'COLLECTIVE-APPLIANCE-READY';
 const CMDLINE = 'console=ttyS0 quiet no_timer_check collective.halt=1';
 const MEMORY = '256M';
@@ -158,6 +162,7 @@ async function cpRun(dataDir, ref, name, { sample } = {}) {
   const consoleLog = join(dataDir, 'vms', name, 'console.log');
   rmrf(join(dataDir, 'vms', name));
   const t0 = performance.now();
+  const t0Epoch = Date.now();
   const r = spawnTracked(process.execPath, [CLI, '--data-dir', dataDir, 'run', ref, '--name', name, '--accel', 'tcg', '--fresh']);
   let stdout = '';
   r.child.stdout.setEncoding('utf8').on('data', (d) => { stdout = (stdout + d).slice(-4000); });
@@ -171,12 +176,14 @@ async function cpRun(dataDir, ref, name, { sample } = {}) {
     const file = (f) => { try { return readFileSync(join(vmDir, f), 'utf8').slice(-1500); } catch { return '(none)'; } };
     throw new Error(`run ${ref} exited ${exit.code}: ${r.stderr().slice(-800)}\nstdout: ${stdout.slice(-1500)}\nexit.json: ${file('exit.json')}\nqemu.log: ${file('qemu.log')}`);
   }
-  return { seconds: (marker - t0) / 1000, qemuStartSeconds: qemuAt != null ? (qemuAt - t0) / 1000 : null, ...lazy };
+  return { t0Epoch, seconds: (marker - t0) / 1000, qemuStartSeconds: qemuAt != null ? (qemuAt - t0) / 1000 : null, ...lazy };
 }
 
 async function coldRun(source, id, name, i) {
   const hostDir = join(dir, `cold-${name}-${i}`);
-  const host = await startDaemon(hostDir, { bootstrap: [source.p2p], name: `cold-${i}` });
+  const trace = traceDir != null ? { env: { DEBUG: process.env.TRACE_DEBUG ?? 'collective:*' }, stderrFile: join(traceDir, `cold-${name}-${i}.log`) } : {};
+  if (traceDir != null) mkdirSync(traceDir, { recursive: true });
+  const host = await startDaemon(hostDir, { bootstrap: [source.p2p], name: `cold-${i}`, ...trace });
   daemons.push(host);
   try {
     for (let t = 0; t < 100; t++) {
@@ -187,7 +194,9 @@ async function coldRun(source, id, name, i) {
       const s = await inDaemon(hostDir, ['status', '--json']);
       return { diskBytes: s.lazy.demandBytes + s.lazy.prefetchBytes, demandBytes: s.lazy.demandBytes, prefetchBytes: s.lazy.prefetchBytes, wireBytes: s.transfer.bytesReceived };
     };
-    return await cpRun(hostDir, id, name, { sample });
+    const result = await cpRun(hostDir, id, name, { sample });
+    if (traceDir != null) appendFileSync(join(traceDir, `cold-${name}-${i}.log`), `TIMELINE run spawned at ${new Date(result.t0Epoch).toISOString()}, VM started +${Math.round(result.qemuStartSeconds * 1000)} ms, marker +${Math.round(result.seconds * 1000)} ms\n`);
+    return result;
   } finally {
     await host.proc.stop();
     rmrf(hostDir);
