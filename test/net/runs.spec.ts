@@ -7,9 +7,12 @@ import { T } from '../../src/net/exchange/messages.js'
 import { loadSkeleton } from '../../src/net/exchange/skeleton.js'
 import { openStore, type Store } from '../../src/store/index.js'
 import { importImage } from '../../src/dag/index.js'
-import { blockId } from '../../src/dag/hash.js'
+import { blockId, rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
+import { Serving } from '../../src/net/exchange/server.js'
+import { Priority } from '../../src/net/exchange/messages.js'
+import type { Channel } from '../../src/net/exchange/channel.js'
 import type { PeerClient } from '../../src/net/exchange/client.js'
 import type { CID } from 'multiformats/cid'
 
@@ -100,5 +103,94 @@ describe('PullSession: runs of neighbouring leaves', () => {
     const all = [...asked.values()].flat()
     expect(new Set(all).size).toBe(all.length)
     for (const i of asked.get('half') ?? []) expect(i % 2).toBe(0)
+  })
+
+  it('moves requests waiting at a seed to a peer that announces those blocks meanwhile, and CANCELs them at the seed', async () => {
+    const rootBytes = await source.blocks.get(root)
+    const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
+    const leafIndex = new Map(skeleton.leaves.map((cid, i) => [blockId(cid), i]))
+    const count = skeleton.leaves.length
+    const store = await openStore(join(dir, 'sink-migrate'))
+    let session: PullSession | undefined
+    let finished = false
+    const asked = new Map<string, string[][]>()
+    const cancelled = new Map<string, string[]>()
+    const peer = (key: string, have: { all: true } | { all: false, bitfield: Bitfield }, firstLeavesDelayMs: number): PeerClient => {
+      const client = {
+        key,
+        closed: false,
+        haves: new Map([[root.toString(), have]]),
+        async want (cids: CID[]) {
+          const wants = asked.get(key) ?? []
+          asked.set(key, wants)
+          const ids = cids.map(c => blockId(c))
+          const leafWant = ids.some(id => leafIndex.has(id))
+          const first = leafWant && !wants.some(w => w.some(id => leafIndex.has(id)))
+          wants.push(ids)
+          const blocks = await source.blocks.getMany(cids)
+          // The seed answers its first WANT of leaves late (its upload is shared), the rest at once.
+          setTimeout(() => {
+            if (finished) return
+            cids.forEach((cid, i) => {
+              if (cancelled.get(key)?.includes(blockId(cid)) === true) return
+              session!.onMessage(client as unknown as PeerClient, { type: T.BLOCK, cid, compressed: false, data: blocks[i]! })
+            })
+          }, first ? firstLeavesDelayMs : 1)
+        },
+        async cancel (cids: CID[]) { cancelled.set(key, [...(cancelled.get(key) ?? []), ...cids.map(c => blockId(c))]) }
+      }
+      return client as unknown as PeerClient
+    }
+    const seed = peer('seed', { all: true }, 3_000)
+    const evens = new Bitfield(count)
+    const host = peer('host', { all: false, bitfield: evens }, 0)
+    session = new PullSession(root, {
+      store: store.blocks,
+      clients: () => [seed, host],
+      ban: (_client, reason) => { throw new Error(`banned: ${reason}`) },
+      announce: () => {},
+      provide: () => {}
+    }, {}, {})
+    try {
+      const pulled = session.run()
+      session.onHave(seed)
+      session.onHave(host)
+      // The other host stores the even leaves a moment later (it got them elsewhere) and announces them.
+      setTimeout(() => {
+        for (let i = 0; i < count; i += 2) evens.set(i)
+        session!.onHave(host)
+      }, 100)
+      await pulled
+      finished = true
+      expect(await store.blocks.hasMany(skeleton.leaves)).toEqual(skeleton.leaves.map(() => true))
+      // The even leaves of the seed's first (late) WANT moved to the host: CANCELed at the seed,
+      // asked of the host. Without moving, they would wait the seed's 3 s (nothing is late for
+      // endgame while other leaves are still pending).
+      const firstToSeed = asked.get('seed')!.find(w => w.some(id => leafIndex.has(id)))!
+      const evensAtSeed = firstToSeed.filter(id => leafIndex.get(id)! % 2 === 0)
+      expect(evensAtSeed.length).toBeGreaterThan(8)
+      expect(cancelled.get('seed')).toEqual(expect.arrayContaining(evensAtSeed))
+      expect(asked.get('host')!.flat()).toEqual(expect.arrayContaining(evensAtSeed))
+    } finally {
+      finished = true
+      await store.close()
+    }
+  })
+})
+
+describe('Serving: wants for blocks just sent elsewhere go last', () => {
+  it('takes the others first, and the put-off ones when nothing else is queued', () => {
+    const serving = new Serving({} as unknown as Channel, 'peer')
+    const cids = Array.from({ length: 6 }, (_, i) => rawCid(pseudoRandom(`serve-${i}`, 64)))
+    serving.enqueue(Priority.Background, cids)
+    const putOff = new Set([blockId(cids[0]!), blockId(cids[2]!)])
+    const later = (cid: CID): boolean => putOff.has(blockId(cid))
+    expect(serving.take(3, later).map(c => blockId(c))).toEqual([1, 3, 4].map(i => blockId(cids[i]!)))
+    expect(serving.take(3, later).map(c => blockId(c))).toEqual([5].map(i => blockId(cids[i]!)))
+    expect(serving.take(3, later).map(c => blockId(c))).toEqual([0, 2].map(i => blockId(cids[i]!)))
+    expect(serving.take(3, later)).toEqual([])
+    // A demand want (a booting VM's read) is never put off.
+    serving.enqueue(Priority.Demand, [cids[0]!])
+    expect(serving.take(3, later).map(c => blockId(c))).toEqual([blockId(cids[0]!)])
   })
 })

@@ -1,6 +1,6 @@
 import { Channel } from './channel.js'
 import { ProtocolError } from './frames.js'
-import { PROTOCOL_VERSION, T, MAX_LIST, type Message } from './messages.js'
+import { PROTOCOL_VERSION, Priority, T, MAX_LIST, type Message } from './messages.js'
 import { blockId } from '../../dag/hash.js'
 import { compressBlock, WIRE_COMPRESSION } from '../../dag/wire.js'
 import { getCodec, looksIncompressible, WIRE_BATCH_BLOCKS, ZSTD_BATCH } from './codec.js'
@@ -15,6 +15,10 @@ export const MAX_QUEUED_WANTS = 8192
 const READ_BATCH = WIRE_BATCH_BLOCKS
 /** Batches read from the store ahead of the one being sent. */
 const READ_AHEAD = 2
+/** How long a block sent to one peer is served last to others (see sentElsewhere), in ms. */
+const RECENT_MS = 1_000
+/** Blocks remembered as lately sent, at most. */
+const RECENT_MAX = 16_384
 /** Roots one peer may follow on one stream. */
 const MAX_INTERESTS = 64
 
@@ -51,7 +55,7 @@ function batches (held: Array<[CID, Uint8Array]>): Array<Array<[CID, Uint8Array]
 }
 
 /** The serving half of one inbound stream. */
-class Serving {
+export class Serving {
   readonly channel: Channel
   readonly peer: string
   /** How blocks go to this peer: as they are, DEFLATEd one by one, or batched in zstd frames. */
@@ -82,15 +86,27 @@ class Serving {
     for (const cid of cids) this.cancelled.add(blockId(cid))
   }
 
-  /** Up to `max` wanted CIDs of the highest priority that has any (none when nothing is queued). */
-  take (max: number): CID[] {
-    for (const queue of this.queues) {
+  /**
+   * Up to `max` wanted CIDs of the highest priority that has any (none when nothing is queued).
+   * Background wants `later` says to put off (blocks just sent to another peer) go after the rest
+   * of their queue, unless nothing else is left.
+   */
+  take (max: number, later?: (cid: CID) => boolean): CID[] {
+    for (const [priority, queue] of this.queues.entries()) {
+      const putOffHere = priority === Priority.Background ? later : undefined
       const batch: CID[] = []
+      const putOff: CID[] = []
       while (queue.length > 0 && batch.length < max) {
         const cid = queue.shift()!
         this.queued--
         if (this.cancelled.delete(blockId(cid))) continue
-        batch.push(cid)
+        if (putOffHere?.(cid) === true) putOff.push(cid)
+        else batch.push(cid)
+      }
+      if (batch.length === 0) batch.push(...putOff.splice(0, max))
+      if (putOff.length > 0) {
+        queue.push(...putOff)
+        this.queued += putOff.length
       }
       if (batch.length > 0) return batch
     }
@@ -127,6 +143,8 @@ export class BlockServer {
   private readonly haves: HaveLookup
   private readonly events: ServerEvents
   private readonly serving = new Set<Serving>()
+  /** Blocks lately read to send, and to whom: a block another peer just got is sent last. */
+  private readonly recent = new Map<string, { at: number, peer: string }>()
   compression = true
 
   constructor (store: Blockstore, haves: HaveLookup, events: ServerEvents = {}) {
@@ -154,6 +172,30 @@ export class BlockServer {
       serving.stop()
       await loop.catch(() => {})
       await serving.channel.close().catch(() => {})
+    }
+  }
+
+  /**
+   * Whether `cid` went to a peer other than `peer` in the last RECENT_MS. In a swarm that peer
+   * announces it soon and can serve it, and the host asking may move its request there (CANCEL):
+   * serving it last saves this host's upload (in a fan-out, the publisher's, the scarce link).
+   */
+  private sentElsewhere (cid: CID, peer: string): boolean {
+    const sent = this.recent.get(blockId(cid))
+    return sent != null && sent.peer !== peer && Date.now() - sent.at < RECENT_MS
+  }
+
+  private noteSent (cids: CID[], peer: string): void {
+    const at = Date.now()
+    for (const cid of cids) {
+      const id = blockId(cid)
+      this.recent.delete(id)
+      this.recent.set(id, { at, peer })
+    }
+    // Oldest first (insertion order): drop what is too old, and never keep more than RECENT_MAX.
+    for (const [id, sent] of this.recent) {
+      if (this.recent.size <= RECENT_MAX && at - sent.at < RECENT_MS) break
+      this.recent.delete(id)
     }
   }
 
@@ -196,7 +238,7 @@ export class BlockServer {
     const reads: Array<Promise<Array<[CID, Uint8Array | undefined]>>> = []
     for (;;) {
       while (reads.length < READ_AHEAD) {
-        const batch = serving.take(READ_BATCH)
+        const batch = serving.take(READ_BATCH, cid => this.sentElsewhere(cid, serving.peer))
         if (batch.length === 0) break
         reads.push(this.read(batch))
       }
@@ -211,6 +253,7 @@ export class BlockServer {
         if (data != null) held.push([cid, data])
         else missing.push(cid)
       }
+      if (this.serving.size > 1) this.noteSent(held.map(([cid]) => cid), serving.peer)
       if (serving.done) return
       if (missing.length >= MAX_LIST || (missing.length > 0 && held.length > 0)) await sendMissing()
       if (serving.compress === 'zstd-batch') {

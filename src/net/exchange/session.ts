@@ -50,7 +50,7 @@ const DEFAULTS = { window: 8 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts:
 /** Verified blocks are stored (and announced to peers) at this many bytes, and on every tick. */
 const FLUSH_BYTES = 1024 * 1024
 /** A peer's window is this many seconds of its delivery rate (clamped to MIN_WINDOW..window). */
-const WINDOW_SECONDS = 0.5
+const WINDOW_SECONDS = 0.25
 const MIN_WINDOW = 1024 * 1024
 /** A new peer's window, before its rate is known. */
 const START_WINDOW = 1024 * 1024
@@ -65,8 +65,10 @@ const ENDGAME_COPIES = 2
 const ENDGAME_AGE = 1_000
 /** Blocks already fetched that a run of neighbours may step over (see extend). */
 const RUN_SKIP = 8
-/** Window cost of a skeleton node (its size is unknown until it arrives). */
-const NODE_COST = 64 * 1024
+/** A request waiting at a seed this long may move to a partial holder (see migrate), in ms. */
+const MIGRATE_AGE = 300
+/** Window cost of a skeleton node (its size is unknown until it arrives; 128 links take ~5.5 KiB). */
+const NODE_COST = 8 * 1024
 
 function cost (item: { indices: number[] | null, size: number }): number {
   return item.indices == null ? NODE_COST : item.size
@@ -506,6 +508,43 @@ export class PullSession {
     return n
   }
 
+  /**
+   * Moves requests still waiting at a seed to a partial holder that has announced the block since
+   * and has room in its window; the seed is sent CANCEL, and so never sends it if it had not yet.
+   * Hosts cannot see each other's requests, only what they store: two that asked the seed for the
+   * same block at about the same time would otherwise both get it from the seed (in a fan-out, the
+   * publisher, whose upload is the swarm's scarce link; most of its duplicates were such pairs).
+   */
+  private migrate (now: number): void {
+    const peers = [...this.peers.values()].filter(p => !p.dropped && !p.client.closed)
+    const isSeed = (p: PeerState): boolean => p.client.haves.get(this.key)?.all === true
+    const partial = peers.filter(p => !isSeed(p))
+    if (partial.length === 0 || this.skeleton == null) return
+    for (const seed of peers) {
+      if (!isSeed(seed)) continue
+      const moved: Item[] = []
+      const wants = new Map<PeerState, CID[]>()
+      for (const [id, { item, sentAt }] of seed.inflight) {
+        if (item.indices == null || item.at.size !== 1 || now - sentAt < MIGRATE_AGE) continue
+        const to = partial.find(p => p.inflightBytes + cost(item) <= p.window && this.has(p, item))
+        if (to == null) continue
+        seed.inflight.delete(id)
+        seed.inflightBytes -= cost(item)
+        item.at.delete(seed)
+        moved.push(item)
+        item.at.add(to)
+        to.inflight.set(id, { item, sentAt: now })
+        to.inflightBytes += cost(item)
+        const list = wants.get(to)
+        if (list != null) list.push(item.cid)
+        else wants.set(to, [item.cid])
+      }
+      // A copy the seed sends anyway is still taken (abandoned, not unsolicited).
+      this.abandon(seed, moved)
+      for (const [to, cids] of wants) void to.client.want(cids, Priority.Background).catch(() => {})
+    }
+  }
+
   /** Deadlines, progress, periodic store flushes and the no-provider timeout. */
   private tick (): void {
     const now = Date.now()
@@ -537,6 +576,7 @@ export class PullSession {
         }
       }
     }
+    this.migrate(now)
     if (this.remaining > 0 && now - this.lastUseful > this.opts.findTimeout) {
       const usable = [...this.peers.values()].filter(p => !p.dropped && p.client.haves.has(this.key)).length
       this.failure = new NoProvidersError(usable === 0
