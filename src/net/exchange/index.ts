@@ -52,7 +52,7 @@ class Exchange implements BlockExchange {
   private readonly running = new Map<string, Promise<PullResult>>()
   private readonly banned = new Map<string, number>()
   private readonly unsolicited = new Map<string, number>()
-  private readonly haveCache = new Map<string, { at: number, have: Awaited<ReturnType<Exchange['localHave']>> }>()
+  private readonly haveCache = new Map<string, { at: number, generation: number, all: boolean, have: ReturnType<Exchange['storeHave']> }>()
   private readonly perPeer = new Map<string, { bytesSent: number, bytesReceived: number }>()
   private counters = { bytesSent: 0, bytesReceived: 0, blocksSent: 0, blocksReceived: 0 }
   private rateMark = { at: Date.now(), sent: 0, received: 0, sendRate: 0, receiveRate: 0 }
@@ -223,22 +223,32 @@ class Exchange implements BlockExchange {
       return session.local.full ? { root, all: true } : { root, count: session.local.size, bitfield: session.local.bytes.slice() }
     }
     const cached = this.haveCache.get(key)
-    if (cached != null && Date.now() - cached.at < HAVE_CACHE_MS) return cached.have
-    let have: { root: CID, all?: boolean, count?: number, bitfield?: Uint8Array } = { root }
+    const generation = this.components.blockstore.readGeneration
+    // A root held whole stays whole until blocks are deleted or moved (gc, fsck): the store's
+    // generation says when. What is held of a partial root is asked again after HAVE_CACHE_MS.
+    if (cached != null && cached.generation === generation && (cached.all || Date.now() - cached.at < HAVE_CACHE_MS)) return await cached.have
+    // Computed once for peers that ask together (every host of a fan-out asks the publisher at once).
+    const entry = { at: Date.now(), generation, all: false, have: this.storeHave(root) }
+    this.haveCache.set(key, entry)
+    const have = await entry.have
+    entry.all = have.all === true
+    return have
+  }
+
+  private async storeHave (root: CID): Promise<{ root: CID, all?: boolean, count?: number, bitfield?: Uint8Array }> {
     const store = this.components.blockstore
     try {
       if (await store.has(root)) {
-        const skeleton = await loadSkeleton(root, await store.get(root), async cids => await Promise.all(cids.map(async c => await store.get(c))))
+        const skeleton = await loadSkeleton(root, await store.get(root), async cids => await store.getMany(cids))
         const present = await store.hasMany(skeleton.leaves)
         const bits = new Bitfield(skeleton.leaves.length)
         present.forEach((p, i) => { if (p) bits.set(i) })
-        have = bits.full ? { root, all: true } : { root, count: bits.size, bitfield: bits.bytes }
+        return bits.full ? { root, all: true } : { root, count: bits.size, bitfield: bits.bytes }
       }
     } catch {
       // An incomplete skeleton: we cannot say which leaves we hold, so we claim none.
     }
-    this.haveCache.set(key, { at: Date.now(), have })
-    return have
+    return { root }
   }
 
   async fetch (root: CID, cids: CID[], options: FetchOptions = {}): Promise<Uint8Array[]> {
@@ -335,6 +345,8 @@ class Exchange implements BlockExchange {
   }
 
   async provide (root: CID, options: { signal?: AbortSignal } = {}): Promise<void> {
+    // What we hold of it, ready before the first peer asks (a fan-out's hosts all ask at once).
+    void this.localHave(root).catch(() => {})
     try {
       await this.components.libp2p.contentRouting.provide(root, options)
     } catch (err) {
