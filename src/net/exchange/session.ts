@@ -526,7 +526,12 @@ export class PullSession {
       const wants = new Map<PeerState, CID[]>()
       for (const [id, { item, sentAt }] of seed.inflight) {
         if (item.indices == null || item.at.size !== 1 || now - sentAt < MIGRATE_AGE) continue
-        const to = partial.find(p => p.inflightBytes + cost(item) <= p.window && this.has(p, item))
+        // The holder with the most room, so moves spread over the partial holders.
+        let to: PeerState | undefined
+        for (const p of partial) {
+          const room = p.window - p.inflightBytes - cost(item)
+          if (room >= 0 && (to == null || room > to.window - to.inflightBytes - cost(item)) && this.has(p, item)) to = p
+        }
         if (to == null) continue
         seed.inflight.delete(id)
         seed.inflightBytes -= cost(item)
