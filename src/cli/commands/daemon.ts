@@ -1,6 +1,5 @@
 import { Daemon } from '../../daemon/daemon.js'
 import { runCommand } from '../main.js'
-import { COMMANDS } from '../command.js'
 import { loadNetConfig } from '../../net/config.js'
 import { runtimeService } from '../../runtime/index.js'
 import type { DaemonEvent } from '../../daemon/interface.js'
@@ -60,9 +59,6 @@ JSON: one event per line: {"type": "daemon:ready", "peerId", "addresses"}, peer 
       services: [runtimeService({ fetcher: () => daemon.exchange })],
       runCommand: async (request, output, signal) => await runCommand(request.argv, { ...output, cwd: request.cwd }, signal, daemon)
     })
-    // Every command the CLI may forward, loaded now rather than on first use (a cold host's first
-    // `run` or `pull` would otherwise wait ~0.1 s for its modules).
-    setTimeout(() => { for (const entry of Object.values(COMMANDS)) void entry.load().catch(() => {}) }, 0).unref()
     if (!ctx.signal.aborted) await new Promise<void>(resolve => { ctx.signal.addEventListener('abort', () => { resolve() }, { once: true }) })
     await daemon.stop()
   }
