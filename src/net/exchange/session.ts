@@ -63,6 +63,12 @@ const REFILL_AT = 1024 * 1024
 const ENDGAME_COPIES = 2
 /** A request younger than this is never duplicated in endgame (ms). */
 const ENDGAME_AGE = 1_000
+/**
+ * The rarest-first order is rebuilt at most this often (ms) as HAVEs change. A rebuild costs
+ * O(items × peers) and sends every peer's scan back to the start of the order. Every 500 ms was
+ * tried: less CPU, but hosts of a fan-out then asked the publisher for more of the same blocks.
+ */
+const REBUILD_MS = 200
 /** Blocks already fetched that a run of neighbours may step over (see extend). */
 const RUN_SKIP = 8
 /** A request waiting at a seed this long may move to a partial holder (see migrate), in ms. */
@@ -83,6 +89,8 @@ interface Item {
   state: 'pending' | 'inflight' | 'done'
   at: Set<PeerState>
   holders: number
+  /** Its place in the order (see rebuildOrder). */
+  rank: number
   /** Some peer was asked for it at some point. */
   requested?: boolean
   /** Set for skeleton blocks: the bytes are needed to continue. */
@@ -230,7 +238,7 @@ export class PullSession {
     const id = blockId(cid)
     let item = this.items.get(id)
     if (item == null) {
-      item = { cid, id, size, indices, state: 'pending', at: new Set(), holders: 0 }
+      item = { cid, id, size, indices, state: 'pending', at: new Set(), holders: 0, rank: 0 }
       this.items.set(id, item)
       this.order.push(item)
       this.remaining++
@@ -281,7 +289,7 @@ export class PullSession {
   /** A peer's HAVE for our root arrived or changed. */
   onHave (client: PeerClient): void {
     this.peerState(client)
-    // Rebuilding is O(items × peers): with many peers announcing every flush, at most once a tick.
+    // Rebuilding is O(items × peers): with many peers announcing every flush, at most every REBUILD_MS.
     this.orderStale = true
     this.schedule()
   }
@@ -401,10 +409,23 @@ export class PullSession {
     this.rebuiltAt = Date.now()
     const peers = [...this.peers.values()].filter(p => !p.dropped)
     const pending = this.order.filter(i => i.state !== 'done')
-    for (const item of pending) item.holders = peers.reduce((n, p) => n + (this.has(p, item) ? 1 : 0), 0)
     const rotation = Math.floor(Math.random() * Math.max(1, pending.length))
-    const rank = new Map(pending.map((item, i) => [item, (i - rotation + pending.length) % pending.length]))
-    pending.sort((a, b) => (a.indices == null ? -1 : 0) - (b.indices == null ? -1 : 0) || a.holders - b.holders || rank.get(a)! - rank.get(b)!)
+    // One number per item to sort by (a comparator looking things up is most of a rebuild's time):
+    // skeleton nodes first, then fewest holders, then place in the rotation.
+    const n = pending.length
+    for (const item of pending) item.holders = 0
+    // Peer by peer, as has() decides: one HAVE lookup per peer, not per item and peer.
+    for (const p of peers) {
+      const have = p.client.haves.get(this.key)
+      if (have == null || (!have.all && have.bitfield == null)) continue
+      const bits = have.all ? undefined : have.bitfield
+      const sized = bits == null || this.skeleton == null || bits.size === this.skeleton.leaves.length
+      for (const item of pending) {
+        if (bits == null || item.indices == null || (sized && item.indices.some(i => bits.has(i)))) item.holders++
+      }
+    }
+    pending.forEach((item, i) => { item.rank = item.indices == null ? -1 : item.holders * n + (i - rotation + n) % n })
+    pending.sort((a, b) => a.rank - b.rank)
     this.order = pending
     for (const peer of this.peers.values()) peer.cursor = 0
   }
@@ -477,9 +498,9 @@ export class PullSession {
   }
 
   private fill (): void {
-    if (this.orderStale && Date.now() - this.rebuiltAt >= TICK) this.rebuildOrder()
+    if (this.orderStale && Date.now() - this.rebuiltAt >= REBUILD_MS) this.rebuildOrder()
     const peers = [...this.peers.values()].filter(p => !p.dropped && !p.client.closed).sort((a, b) => a.inflightBytes - b.inflightBytes)
-    // Counting pending items is O(items): once per fill, not once per peer that has nothing to give.
+    // Whether it is endgame: found once per fill, not once per peer that has nothing to give.
     let endgame: boolean | undefined
     for (const peer of peers) {
       // Top a peer up only once a good part of its window is free: one WANT of many CIDs instead of
@@ -488,7 +509,7 @@ export class PullSession {
       const batch: CID[] = []
       const priority = this.skeleton == null ? Priority.Demand : Priority.Background
       while (peer.inflightBytes < peer.window) {
-        const item = this.pick(peer) ?? ((endgame ??= this.pending() === 0) ? this.pickEndgame(peer) : undefined)
+        const item = this.pick(peer) ?? ((endgame ??= !this.anyPending()) ? this.pickEndgame(peer) : undefined)
         if (item == null) break
         item.state = 'inflight'
         item.requested = true
@@ -500,6 +521,13 @@ export class PullSession {
       }
       if (batch.length > 0) void peer.client.want(batch, priority).catch(() => {})
     }
+  }
+
+  /** Whether anything is left to request (stops at the first: the order puts requested ones first). */
+  private anyPending (): boolean {
+    for (const item of this.retry) if (item.state === 'pending') return true
+    for (const item of this.order) if (item.state === 'pending') return true
+    return false
   }
 
   private pending (): number {
