@@ -5,6 +5,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { join } from 'node:path'
+import { open } from 'node:fs/promises'
+import { randomFillSync } from 'node:crypto'
 import { tempDir } from '../helpers/cli.js'
 import { writeImage, sha256File } from '../helpers/images.js'
 import { killAll, spawnWatched, startDaemon, type TestDaemon } from '../helpers/swarm.js'
@@ -39,11 +41,11 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     await cleanup?.()
   })
 
-  async function expectIdentical (host: TestDaemon, label: string): Promise<void> {
+  async function expectIdentical (host: TestDaemon, label: string, of = { root, imageHash }): Promise<void> {
     const out = join(dir, `${label}.img`)
-    const r = await host.run(['export', root, out, '--json'])
+    const r = await host.run(['export', of.root, out, '--json'])
     expect(r.code, r.stderr).toBe(0)
-    expect(await sha256File(out), `${label}: exported image differs`).toBe(imageHash)
+    expect(await sha256File(out), `${label}: exported image differs`).toBe(of.imageHash)
     const fsck = await host.run(['fsck', '--json'])
     expect(fsck.code, fsck.stderr).toBe(0)
     expect(fsck.result.corrupt).toEqual([])
@@ -95,12 +97,26 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
   }, 180_000)
 
   it('a host killed with SIGKILL mid-pull resumes: fsck is clean and verified blocks are not fetched again', async () => {
+    // An image of its own, large enough that the pull is still running when a commit has landed
+    // (progress comes every 200 ms; the suite's 72 MiB can be pulled in less than two of those).
+    const big = join(dir, 'resume-source.img')
+    const fd = await open(big, 'w')
+    try {
+      const chunk = new Uint8Array(16 * MiB)
+      for (let i = 0; i < 12; i++) await fd.write(randomFillSync(chunk), 0, chunk.length, i * chunk.length)
+    } finally {
+      await fd.close()
+    }
+    const bigImported = await seeder.run(['import', big, '--name', 'resume', '--json'])
+    expect(bigImported.code, bigImported.stderr).toBe(0)
+    const of = { root: bigImported.result.root as string, imageHash: await sha256File(big) }
+    const bigBytes = bigImported.result.bytesStored as number
     const dataDir = join(dir, 'resume')
     let host = await startDaemon(dataDir, ['--bootstrap', seeder.addresses[0]!])
     let fetchedAtKill: number | undefined
-    const pull = spawnWatched(['--data-dir', dataDir, 'pull', root, '--json'], event => {
+    const pull = spawnWatched(['--data-dir', dataDir, 'pull', of.root, '--json'], event => {
       // Once some of what was fetched is durable, and before the pull is done.
-      if (event.type === 'pull:progress' && fetchedAtKill == null && event.bytesCommitted > 0 && event.bytesFetched < dataBytes) {
+      if (event.type === 'pull:progress' && fetchedAtKill == null && event.bytesCommitted > 0 && event.bytesFetched < bigBytes) {
         fetchedAtKill = event.bytesFetched
         void host.kill()
       }
@@ -116,11 +132,11 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     expect(fsck.result.corrupt).toEqual([])
     const kept = fsck.result.bytes as number
     expect(kept, 'nothing survived the kill').toBeGreaterThan(0)
-    const resumed = await host.run(['pull', root, '--json'])
+    const resumed = await host.run(['pull', of.root, '--json'])
     expect(resumed.code, resumed.stderr).toBe(0)
     // Only what the store did not keep crosses the network again.
-    expect(resumed.result.bytesFetched).toBeLessThan(dataBytes)
-    expect(resumed.result.bytesFetched).toBeLessThanOrEqual(dataBytes - kept + 1024 * 1024)
-    await expectIdentical(host, 'resume')
+    expect(resumed.result.bytesFetched).toBeLessThan(bigBytes)
+    expect(resumed.result.bytesFetched).toBeLessThanOrEqual(bigBytes - kept + 1024 * 1024)
+    await expectIdentical(host, 'resume', of)
   }, 180_000)
 })
