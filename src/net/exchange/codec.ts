@@ -469,6 +469,27 @@ export { ZSTD_BATCH, DEFLATE_1, NONE }
 export const WIRE_BATCH_BLOCKS = 64
 
 /**
+ * One read batch split into BLOCKS frames: consecutive runs of at most MAX_BLOCK_SIZE bytes in all.
+ * The server sends these, and batchWireBytes estimates them: one rule for both.
+ */
+export function frameGroups<T> (items: readonly T[], length: (item: T) => number): T[][] {
+  const out: T[][] = []
+  let group: T[] = []
+  let bytes = 0
+  for (const item of items) {
+    if (group.length > 0 && bytes + length(item) > MAX_BLOCK_SIZE) {
+      out.push(group)
+      group = []
+      bytes = 0
+    }
+    group.push(item)
+    bytes += length(item)
+  }
+  if (group.length > 0) out.push(group)
+  return out
+}
+
+/**
  * What `blocks`, in this order, cost on the wire when a server answers them in batches as the
  * exchange does with `zstd-batch`: WIRE_BATCH_BLOCKS at a time, at most MAX_BLOCK_SIZE bytes per
  * BLOCKS frame, a batch that looks incompressible as it is. Codec payloads only (no frame headers or
@@ -478,20 +499,9 @@ export function batchWireBytes (blocks: readonly Uint8Array[]): number | undefin
   if (getCodec(ZSTD_BATCH.name) == null) return undefined
   let total = 0
   for (let i = 0; i < blocks.length; i += WIRE_BATCH_BLOCKS) {
-    let group: Uint8Array[] = []
-    let bytes = 0
-    const flush = (): void => {
-      if (group.length === 0) return
-      total += group.every(looksIncompressible) ? bytes : ZSTD_BATCH.encode(group).length
-      group = []
-      bytes = 0
+    for (const group of frameGroups(blocks.slice(i, i + WIRE_BATCH_BLOCKS), b => b.length)) {
+      total += group.every(looksIncompressible) ? group.reduce((n, b) => n + b.length, 0) : ZSTD_BATCH.encode(group).length
     }
-    for (const block of blocks.slice(i, i + WIRE_BATCH_BLOCKS)) {
-      if (group.length > 0 && bytes + block.length > MAX_BLOCK_SIZE) flush()
-      group.push(block)
-      bytes += block.length
-    }
-    flush()
   }
   return total
 }

@@ -3,8 +3,7 @@ import { ProtocolError } from './frames.js'
 import { PROTOCOL_VERSION, Priority, T, MAX_LIST, type Message } from './messages.js'
 import { blockId } from '../../dag/hash.js'
 import { compressBlock, WIRE_COMPRESSION } from '../../dag/wire.js'
-import { getCodec, looksIncompressible, WIRE_BATCH_BLOCKS, ZSTD_BATCH } from './codec.js'
-import { MAX_BLOCK_SIZE } from '../../dag/node.js'
+import { frameGroups, getCodec, looksIncompressible, WIRE_BATCH_BLOCKS, ZSTD_BATCH } from './codec.js'
 import type { Blockstore } from '../../store/blockstore.js'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -34,24 +33,6 @@ export interface ServerEvents {
 /** Codecs this host offers in HELLO, best first. */
 export function wireCodecs (): string[] {
   return getCodec(ZSTD_BATCH.name) != null ? [ZSTD_BATCH.name, WIRE_COMPRESSION] : [WIRE_COMPRESSION]
-}
-
-/** Consecutive runs of blocks of at most MAX_BLOCK_SIZE bytes in all (one BLOCKS frame each). */
-function batches (held: Array<[CID, Uint8Array]>): Array<Array<[CID, Uint8Array]>> {
-  const out: Array<Array<[CID, Uint8Array]>> = []
-  let group: Array<[CID, Uint8Array]> = []
-  let bytes = 0
-  for (const entry of held) {
-    if (group.length > 0 && bytes + entry[1].length > MAX_BLOCK_SIZE) {
-      out.push(group)
-      group = []
-      bytes = 0
-    }
-    group.push(entry)
-    bytes += entry[1].length
-  }
-  if (group.length > 0) out.push(group)
-  return out
 }
 
 /** The serving half of one inbound stream. */
@@ -257,7 +238,7 @@ export class BlockServer {
       if (serving.done) return
       if (missing.length >= MAX_LIST || (missing.length > 0 && held.length > 0)) await sendMissing()
       if (serving.compress === 'zstd-batch') {
-        for (const group of batches(held)) await this.sendBatch(serving, group)
+        for (const group of frameGroups(held, ([, data]) => data.length)) await this.sendBatch(serving, group)
         continue
       }
       for (const [cid, data] of held) {
