@@ -1,5 +1,5 @@
 import { Channel } from './channel.js'
-import { PROTOCOL, PROTOCOL_VERSION, T, type Message, type Priority, MAX_LIST } from './messages.js'
+import { FEATURES, PROTOCOL, PROTOCOL_VERSION, T, type Message, type Priority, MAX_LIST } from './messages.js'
 import { Bitfield } from './bitfield.js'
 import { ZSTD_BATCH } from './codec.js'
 import { wireCodecs } from './server.js'
@@ -46,7 +46,7 @@ export class PeerClient {
     const stream = await libp2p.dialProtocol(peer, PROTOCOL, { signal })
     const codecs = options.compress ? wireCodecs() : []
     const client = new PeerClient(peer, new Channel(stream), codecs)
-    await client.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: codecs })
+    await client.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: codecs, features: [...FEATURES] })
     void client.read(handlers)
     return client
   }

@@ -73,7 +73,10 @@ class Exchange implements BlockExchange {
         this.peerCounter(peer).bytesSent += bytes
       },
       // A peer that sends bad data is dropped, whichever side of the exchange it is on.
-      onViolation: (peer, err) => { this.ban(peer, `${err.message} (on its block stream to us)`) }
+      onViolation: (peer, err) => { this.ban(peer, `${err.message} (on its block stream to us)`) },
+      // Only a host that is not pulling redirects: a seed's upload is what a swarm lacks; a host
+      // still downloading serves what it has, and redirects would only send askers round in circles.
+      redirects: () => this.sessions.size === 0
     })
     this.server.compression = init.compression ?? true
     this.demand = new DemandFetcher({
@@ -175,24 +178,35 @@ class Exchange implements BlockExchange {
       }
       return
     }
+    if (message.type === T.ELSEWHERE) {
+      // Only for background wants (a pull's); one no pull is waiting for any more is of no concern.
+      for (const session of this.sessions.values()) session.onMessage(client, message)
+      return
+    }
     this.ban(client.peer, `unexpected frame 0x${message.type.toString(16)} from a server`, client)
   }
 
   private onHave (client: PeerClient, message: Extract<Message, { type: typeof T.HAVE }>): void {
     const key = message.root.toString()
     const current = client.haves.get(key)
+    // Leaves added to what we knew it held: a pull counts them incrementally (undefined: look again at everything).
+    let fresh: number[] | undefined
     if (message.all === true) {
       client.haves.set(key, { all: true })
     } else if (message.bitfield != null && message.count != null) {
       client.haves.set(key, { all: false, bitfield: new Bitfield(message.count, message.bitfield) })
     } else if (message.indices != null) {
       if (current?.bitfield == null) return
-      for (const i of message.indices) current.bitfield.set(i)
-      if (current.bitfield.full) client.haves.set(key, { all: true })
+      fresh = []
+      for (const i of message.indices) if (i < current.bitfield.size && current.bitfield.set(i)) fresh.push(i)
+      if (current.bitfield.full) {
+        client.haves.set(key, { all: true })
+        fresh = undefined
+      }
     } else {
       client.haves.delete(key)
     }
-    this.sessions.get(key)?.onHave(client)
+    this.sessions.get(key)?.onHave(client, fresh)
   }
 
   private onClose (client: PeerClient, err?: Error): void {

@@ -16,8 +16,15 @@ export const T = {
   BLOCK: 0x10,
   DONT_HAVE: 0x11,
   HAVE: 0x12,
-  BLOCKS: 0x13
+  BLOCKS: 0x13,
+  ELSEWHERE: 0x14
 } as const
+
+/**
+ * Optional behaviours a side lists in HELLO (`f`); one is used only if both list it.
+ * `elsewhere`: the server may answer a background WANT with ELSEWHERE (see docs/protocol.md).
+ */
+export const FEATURES = ['elsewhere'] as const
 
 /** Want priorities: a VM's read waits on it, then boot-order prefetch, then background pulls. */
 export const Priority = { Demand: 0, Prefetch: 1, Background: 2 } as const
@@ -29,7 +36,7 @@ export const MAX_LIST = 1024
 export const MAX_BITFIELD = 256 * 1024 - 256
 
 export type Message =
-  | { type: typeof T.HELLO, version: number, compress: string[] }
+  | { type: typeof T.HELLO, version: number, compress: string[], features?: string[] }
   | { type: typeof T.WANT, priority: Priority, cids: CID[] }
   | { type: typeof T.CANCEL, cids: CID[] }
   | { type: typeof T.INTEREST, root: CID }
@@ -38,15 +45,18 @@ export type Message =
   /** Several blocks in one codec payload (src/net/exchange/codec.ts), in the order of `cids`. */
   | { type: typeof T.BLOCKS, cids: CID[], payload: Uint8Array }
   | { type: typeof T.DONT_HAVE, cids: CID[] }
+  /** The server sent these blocks lately to another peer following their root: ask that one (or this server again, later). */
+  | { type: typeof T.ELSEWHERE, cids: CID[] }
   /** Leaves a peer holds of `root`: `all`, or a bitfield over `count` leaves, or new `indices`. */
   | { type: typeof T.HAVE, root: CID, all?: boolean, count?: number, bitfield?: Uint8Array, indices?: number[] }
 
 export function encodeMessage (m: Message): Uint8Array {
   switch (m.type) {
-    case T.HELLO: return encodeFrame(m.type, dagCbor.encode({ v: m.version, compress: m.compress }))
+    case T.HELLO: return encodeFrame(m.type, dagCbor.encode(m.features != null ? { v: m.version, compress: m.compress, f: m.features } : { v: m.version, compress: m.compress }))
     case T.WANT: return encodeFrame(m.type, dagCbor.encode({ p: m.priority, c: m.cids }))
     case T.CANCEL:
-    case T.DONT_HAVE: return encodeFrame(m.type, dagCbor.encode({ c: m.cids }))
+    case T.DONT_HAVE:
+    case T.ELSEWHERE: return encodeFrame(m.type, dagCbor.encode({ c: m.cids }))
     case T.INTEREST: return encodeFrame(m.type, dagCbor.encode({ r: m.root }))
     case T.HAVE: {
       const body: Record<string, unknown> = { r: m.root }
@@ -123,10 +133,9 @@ export function decodeMessage (frame: Frame): Message {
   switch (type) {
     case T.HELLO: {
       const v = cbor(payload)
-      if (!Number.isInteger(v.v) || !Array.isArray(v.compress) || v.compress.length > 8 || !v.compress.every((c: unknown) => typeof c === 'string' && c.length < 32)) {
-        throw new ProtocolError('malformed HELLO')
-      }
-      return { type, version: v.v, compress: v.compress }
+      const names = (list: unknown): boolean => Array.isArray(list) && list.length <= 8 && list.every((c: unknown) => typeof c === 'string' && c.length < 32)
+      if (!Number.isInteger(v.v) || !names(v.compress) || (v.f != null && !names(v.f))) throw new ProtocolError('malformed HELLO')
+      return { type, version: v.v, compress: v.compress, features: v.f ?? [] }
     }
     case T.WANT: {
       const v = cbor(payload)
@@ -134,7 +143,8 @@ export function decodeMessage (frame: Frame): Message {
       return { type, priority: v.p, cids: cidList(v.c) }
     }
     case T.CANCEL:
-    case T.DONT_HAVE: return { type, cids: cidList(cbor(payload).c) }
+    case T.DONT_HAVE:
+    case T.ELSEWHERE: return { type, cids: cidList(cbor(payload).c) }
     case T.INTEREST: return { type, root: cid(cbor(payload).r) }
     case T.HAVE: {
       const v = cbor(payload)

@@ -1,6 +1,6 @@
 import { Channel } from './channel.js'
 import { ProtocolError } from './frames.js'
-import { PROTOCOL_VERSION, Priority, T, MAX_LIST, type Message } from './messages.js'
+import { FEATURES, PROTOCOL_VERSION, Priority, T, MAX_LIST, type Message } from './messages.js'
 import { blockId } from '../../dag/hash.js'
 import { compressBlock, WIRE_COMPRESSION } from '../../dag/wire.js'
 import { frameGroups, getCodec, looksIncompressible, WIRE_BATCH_BLOCKS, ZSTD_BATCH } from './codec.js'
@@ -14,10 +14,17 @@ export const MAX_QUEUED_WANTS = 8192
 const READ_BATCH = WIRE_BATCH_BLOCKS
 /** Batches read from the store ahead of the one being sent. */
 const READ_AHEAD = 2
-/** How long a block sent to one peer is served last to others (see sentElsewhere), in ms. */
-const RECENT_MS = 1_000
+/**
+ * How long a block sent to one peer is redirected (ELSEWHERE), or served last, to others while they
+ * keep this server busy (see sentElsewhere), in ms.
+ */
+const RECENT_MS = 30_000
+/** Another peer served within this long (ms) makes our upload contended (see othersWaiting). */
+const BUSY_MS = 1_000
+/** Blocks one peer may be redirected for (each at most once); past it, every want is served. */
+const MAX_REDIRECTED = 65_536
 /** Blocks remembered as lately sent, at most. */
-const RECENT_MAX = 16_384
+const RECENT_MAX = 65_536
 /** Roots one peer may follow on one stream. */
 const MAX_INTERESTS = 64
 
@@ -28,6 +35,8 @@ export interface ServerEvents {
   onSent?(peer: string, bytes: number): void
   /** A client broke the protocol (malformed frames, wants past its window); its stream is already aborted. */
   onViolation?(peer: PeerId, err: ProtocolError): void
+  /** Whether wants for blocks just sent elsewhere may be answered ELSEWHERE now (default: yes). */
+  redirects?(): boolean
 }
 
 /** Codecs this host offers in HELLO, best first. */
@@ -41,6 +50,12 @@ export class Serving {
   readonly peer: string
   /** How blocks go to this peer: as they are, DEFLATEd one by one, or batched in zstd frames. */
   compress: 'none' | 'deflate-raw' | 'zstd-batch' = 'none'
+  /** The peer listed `elsewhere` in HELLO: background wants for blocks just sent elsewhere are answered ELSEWHERE. */
+  redirects = false
+  /** Blocks this peer was sent ELSEWHERE for: asked again, they are served. */
+  private readonly redirected = new Set<string>()
+  /** Wants `take` redirected, for the serving loop to answer with ELSEWHERE. */
+  elsewhere: CID[] = []
   readonly interests = new Set<string>()
   /** Roots for which the peer got a full HAVE (all, or a bitfield) from us: index updates mean something to it. */
   readonly described = new Set<string>()
@@ -69,8 +84,9 @@ export class Serving {
 
   /**
    * Up to `max` wanted CIDs of the highest priority that has any (none when nothing is queued).
-   * Background wants `later` says to put off (blocks just sent to another peer) go after the rest
-   * of their queue, unless nothing else is left.
+   * Background wants `later` says to put off (blocks just sent to another peer) go to `elsewhere`
+   * if the peer takes redirects (once per block), else after the rest of their queue, unless
+   * nothing else is left.
    */
   take (max: number, later?: (cid: CID) => boolean): CID[] {
     for (const [priority, queue] of this.queues.entries()) {
@@ -80,9 +96,13 @@ export class Serving {
       while (queue.length > 0 && batch.length < max) {
         const cid = queue.shift()!
         this.queued--
-        if (this.cancelled.delete(blockId(cid))) continue
-        if (putOffHere?.(cid) === true) putOff.push(cid)
-        else batch.push(cid)
+        const id = blockId(cid)
+        if (this.cancelled.delete(id)) continue
+        if (putOffHere?.(cid) !== true) batch.push(cid)
+        else if (this.redirects && this.redirected.size < MAX_REDIRECTED && !this.redirected.has(id)) {
+          this.redirected.add(id)
+          this.elsewhere.push(cid)
+        } else putOff.push(cid)
       }
       if (batch.length === 0) batch.push(...putOff.splice(0, max))
       if (putOff.length > 0) {
@@ -105,6 +125,9 @@ export class Serving {
 
   get idle (): boolean { return this.queued === 0 }
 
+  /** When wants of this peer were last taken to be served (ms). */
+  lastServed = 0
+
   stop (): void {
     this.stopped = true
     this.wake?.()
@@ -124,8 +147,8 @@ export class BlockServer {
   private readonly haves: HaveLookup
   private readonly events: ServerEvents
   private readonly serving = new Set<Serving>()
-  /** Blocks lately read to send, and to whom: a block another peer just got is sent last. */
-  private readonly recent = new Map<string, { at: number, peer: string }>()
+  /** Blocks lately read to send, and to whom: a block another peer just got is redirected or sent last. */
+  private readonly recent = new Map<string, { at: number, to: Serving }>()
   compression = true
 
   constructor (store: Blockstore, haves: HaveLookup, events: ServerEvents = {}) {
@@ -157,21 +180,33 @@ export class BlockServer {
   }
 
   /**
-   * Whether `cid` went to a peer other than `peer` in the last RECENT_MS. In a swarm that peer
-   * announces it soon and can serve it, and the host asking may move its request there (CANCEL):
-   * serving it last saves this host's upload (in a fan-out, the publisher's, the scarce link).
+   * Whether `cid` went in the last RECENT_MS to a peer other than `peer` that is still connected. In
+   * a swarm that peer announces it soon and can serve it: the asker is redirected there (ELSEWHERE),
+   * or, if it does not take redirects, served it last (it may move its request there: CANCEL). This
+   * saves this host's upload; in a fan-out, the publisher's, the swarm's scarce link.
    */
-  private sentElsewhere (cid: CID, peer: string): boolean {
+  private sentElsewhere (cid: CID, peer: string, now: number): boolean {
     const sent = this.recent.get(blockId(cid))
-    return sent != null && sent.peer !== peer && Date.now() - sent.at < RECENT_MS
+    return sent != null && sent.to.peer !== peer && now - sent.at < RECENT_MS && !sent.to.done
   }
 
-  private noteSent (cids: CID[], peer: string): void {
+  /**
+   * Whether another peer has wants queued: our upload is contended, so a block some peer already got
+   * is better fetched from that peer. With nobody else waiting, every want is served at once.
+   */
+  private othersWaiting (serving: Serving): boolean {
+    if (this.events.redirects?.() === false) return false
+    const since = Date.now() - BUSY_MS
+    for (const other of this.serving) if (other !== serving && !other.done && (!other.idle || other.lastServed > since)) return true
+    return false
+  }
+
+  private noteSent (cids: CID[], to: Serving): void {
     const at = Date.now()
     for (const cid of cids) {
       const id = blockId(cid)
       this.recent.delete(id)
-      this.recent.set(id, { at, peer })
+      this.recent.set(id, { at, to })
     }
     // Oldest first (insertion order): drop what is too old, and never keep more than RECENT_MAX.
     for (const [id, sent] of this.recent) {
@@ -183,12 +218,13 @@ export class BlockServer {
   private async onMessage (serving: Serving, message: Message): Promise<void> {
     switch (message.type) {
       case T.HELLO:
+        serving.redirects = message.features?.includes('elsewhere') === true
         serving.compress = !this.compression
           ? 'none'
           : message.compress.includes(ZSTD_BATCH.name) && getCodec(ZSTD_BATCH.name) != null
             ? 'zstd-batch'
             : message.compress.includes(WIRE_COMPRESSION) ? 'deflate-raw' : 'none'
-        await serving.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: this.compression ? wireCodecs() : [] })
+        await serving.channel.send({ type: T.HELLO, version: PROTOCOL_VERSION, compress: this.compression ? wireCodecs() : [], features: [...FEATURES] })
         return
       case T.WANT: serving.enqueue(message.priority, message.cids); return
       case T.CANCEL: serving.cancel(message.cids); return
@@ -216,13 +252,24 @@ export class BlockServer {
       for (let i = 0; i < missing.length; i += MAX_LIST) await serving.channel.send({ type: T.DONT_HAVE, cids: missing.slice(i, i + MAX_LIST) })
       missing = []
     }
+    const sendElsewhere = async (): Promise<void> => {
+      const cids = serving.elsewhere
+      serving.elsewhere = []
+      for (let i = 0; i < cids.length; i += MAX_LIST) await serving.channel.send({ type: T.ELSEWHERE, cids: cids.slice(i, i + MAX_LIST) })
+    }
     const reads: Array<Promise<Array<[CID, Uint8Array | undefined]>>> = []
     for (;;) {
       while (reads.length < READ_AHEAD) {
-        const batch = serving.take(READ_BATCH, cid => this.sentElsewhere(cid, serving.peer))
+        const now = Date.now()
+        const batch = serving.take(READ_BATCH, this.othersWaiting(serving) ? cid => this.sentElsewhere(cid, serving.peer, now) : undefined)
         if (batch.length === 0) break
+        serving.lastServed = now
+        // Noted when taken, not when sent: another peer's want for the same block, taken while this
+        // batch is read, is redirected too.
+        if (this.serving.size > 1) this.noteSent(batch, serving)
         reads.push(this.read(batch))
       }
+      if (serving.elsewhere.length > 0) await sendElsewhere()
       if (reads.length === 0) {
         await sendMissing()
         await serving.waitForWants()
@@ -234,7 +281,6 @@ export class BlockServer {
         if (data != null) held.push([cid, data])
         else missing.push(cid)
       }
-      if (this.serving.size > 1) this.noteSent(held.map(([cid]) => cid), serving.peer)
       if (serving.done) return
       if (missing.length >= MAX_LIST || (missing.length > 0 && held.length > 0)) await sendMissing()
       if (serving.compress === 'zstd-batch') {

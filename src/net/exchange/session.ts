@@ -64,15 +64,20 @@ const ENDGAME_COPIES = 2
 /** A request younger than this is never duplicated in endgame (ms). */
 const ENDGAME_AGE = 1_000
 /**
- * The rarest-first order is rebuilt at most this often (ms) as HAVEs change. A rebuild costs
- * O(items × peers) and sends every peer's scan back to the start of the order. Every 500 ms was
- * tried: less CPU, but hosts of a fan-out then asked the publisher for more of the same blocks.
+ * The rarest-first order (what seeds are asked for) is rebuilt at most this often (ms) as HAVEs
+ * change: a counting sort over the items, O(items), since holder counts are kept as HAVEs arrive.
+ * Every 500 ms was tried: hosts of a fan-out then asked the publisher for more of the same blocks.
  */
 const REBUILD_MS = 200
 /** Blocks already fetched that a run of neighbours may step over (see extend). */
 const RUN_SKIP = 8
 /** A request waiting at a seed this long may move to a partial holder (see migrate), in ms. */
 const MIGRATE_AGE = 300
+/**
+ * After a server answers ELSEWHERE (it sent the block lately to another peer), it is not asked for
+ * that block again for this long (ms): meanwhile the peer that got it announces it and is asked.
+ */
+const REDIRECT_WAIT = 15_000
 /** Window cost of a skeleton node (its size is unknown until it arrives; 128 links take ~5.5 KiB). */
 const NODE_COST = 8 * 1024
 
@@ -88,15 +93,16 @@ interface Item {
   indices: number[] | null
   state: 'pending' | 'inflight' | 'done'
   at: Set<PeerState>
+  /** Peers holding part of the root that hold it (kept as HAVEs arrive; seeds hold everything). */
   holders: number
-  /** Its place in the order (see rebuildOrder). */
-  rank: number
   /** Some peer was asked for it at some point. */
   requested?: boolean
   /** Set for skeleton blocks: the bytes are needed to continue. */
   waiter?: (bytes: Uint8Array) => void
   /** The next leaf item in DAG order (the next distinct block of the disk this pull needs). */
   next?: Item
+  /** Peers that answered ELSEWHERE for it, and until when they are not asked for it (Infinity: never again). */
+  avoid?: Map<PeerState, number>
 }
 
 interface PeerState {
@@ -106,7 +112,15 @@ interface PeerState {
   window: number
   timeouts: number
   dropped: boolean
+  /** Where its scan of the order stopped (seeds; back to 0 at each rebuild). */
   cursor: number
+  /**
+   * A peer holding part of the root: the leaves it announced that were not yet fetched, in the order
+   * it announced them (its newest first are the swarm's rarest), and how far they were scanned.
+   * A leaf skipped because it was in flight elsewhere comes back through `retry` if it fails there.
+   */
+  items: Item[]
+  itemsAt: number
   /** The leaf last asked of it: the next request continues its run of DAG neighbours if it can. */
   last?: Item
   /** When this peer last delivered a block we asked for. */
@@ -132,6 +146,10 @@ export class PullSession {
   local?: Bitfield
   private readonly items = new Map<string, Item>()
   private order: Item[] = []
+  /** Leaf items in this session's rotation of DAG order (ties of rarity are broken by place here). */
+  private base: Item[] = []
+  /** The item of each leaf index (undefined: already local). */
+  private leafItem: Array<Item | undefined> = []
   private retry: Item[] = []
   private readonly peers = new Map<string, PeerState>()
   private buffer: Array<{ cid: CID, bytes: Uint8Array, item: Item }> = []
@@ -223,9 +241,20 @@ export class PullSession {
       if (previous != null) previous.next = item
       previous = item
     }
+    this.leafItem = new Array(skeleton.leaves.length)
+    const leaves: Item[] = []
+    for (const item of this.items.values()) {
+      if (item.indices == null || item.state === 'done') continue
+      leaves.push(item)
+      for (const i of item.indices) this.leafItem[i] = item
+    }
+    // A random rotation: hosts starting together begin at different places, and trade.
+    const rotation = Math.floor(Math.random() * Math.max(1, leaves.length))
+    this.base = leaves.slice(rotation).concat(leaves.slice(0, rotation))
     this.local = local
     this.bytesTotal = [...this.items.values()].filter(i => i.indices != null).reduce((n, i) => n + i.size, 0)
     this.onProgress?.({ type: 'pull:start', root: this.key, size: skeleton.disk.size, blocks: skeleton.leaves.length, have })
+    this.recount()
     this.rebuildOrder()
     this.schedule()
     await this.guard(new Promise<void>(resolve => {
@@ -238,7 +267,7 @@ export class PullSession {
     const id = blockId(cid)
     let item = this.items.get(id)
     if (item == null) {
-      item = { cid, id, size, indices, state: 'pending', at: new Set(), holders: 0, rank: 0 }
+      item = { cid, id, size, indices, state: 'pending', at: new Set(), holders: 0 }
       this.items.set(id, item)
       this.order.push(item)
       this.remaining++
@@ -270,7 +299,7 @@ export class PullSession {
   private peerState (client: PeerClient): PeerState {
     let state = this.peers.get(client.key)
     if (state == null) {
-      state = { client, inflight: new Map(), inflightBytes: 0, window: Math.min(START_WINDOW, this.opts.window), timeouts: 0, dropped: false, cursor: 0, lastBlockAt: Date.now(), abandoned: new Set(), delivered: 0, rate: 0, busySince: 0 }
+      state = { client, inflight: new Map(), inflightBytes: 0, window: Math.min(START_WINDOW, this.opts.window), timeouts: 0, dropped: false, cursor: 0, items: [], itemsAt: 0, lastBlockAt: Date.now(), abandoned: new Set(), delivered: 0, rate: 0, busySince: 0 }
       this.peers.set(client.key, state)
     }
     return state
@@ -282,15 +311,87 @@ export class PullSession {
     if (have.all) return true
     if (have.bitfield == null) return false
     if (item.indices == null) return true
-    if (this.skeleton != null && have.bitfield.size !== this.skeleton.leaves.length) return false
-    return item.indices.some(i => have.bitfield!.has(i))
+    return this.holds(have.bitfield, item)
   }
 
-  /** A peer's HAVE for our root arrived or changed. */
-  onHave (client: PeerClient): void {
-    this.peerState(client)
-    // Rebuilding is O(items × peers): with many peers announcing every flush, at most every REBUILD_MS.
+  /** Whether a partial holder's bitfield has one of the item's leaves (false if it does not fit the root). */
+  private holds (bits: Bitfield, item: Item): boolean {
+    const indices = item.indices!
+    if (this.skeleton != null && bits.size !== this.skeleton.leaves.length) return false
+    if (indices.length === 1) return bits.has(indices[0]!)
+    for (const i of indices) if (bits.has(i)) return true
+    return false
+  }
+
+  /** The bitfield of a peer holding part of the root (undefined for a seed, or a peer that said nothing). */
+  private partialBits (peer: PeerState): Bitfield | undefined {
+    const have = peer.client.haves.get(this.key)
+    return have == null || have.all ? undefined : have.bitfield
+  }
+
+  /**
+   * Counts every item's partial holders again and lists each partial holder's items: when a peer
+   * comes, goes, sends a whole bitfield, becomes a seed or withdraws its HAVE (O(items × peers)).
+   */
+  private recount (): void {
+    if (this.skeleton == null) return
+    const partial: Array<[PeerState, Bitfield]> = []
+    for (const peer of this.peers.values()) {
+      peer.items = []
+      peer.itemsAt = 0
+      const bits = this.partialBits(peer)
+      if (bits != null && !peer.dropped) partial.push([peer, bits])
+    }
+    for (const item of this.base) {
+      item.holders = 0
+      if (item.state === 'done') continue
+      for (const [peer, bits] of partial) {
+        if (!this.holds(bits, item)) continue
+        item.holders++
+        peer.items.push(item)
+      }
+    }
     this.orderStale = true
+  }
+
+  /** A partial holder announced new leaves: count it as their holder and list them for it. */
+  private added (peer: PeerState, fresh: number[]): void {
+    const bits = this.partialBits(peer)
+    if (bits == null || peer.dropped) return
+    for (const i of fresh) {
+      const item = this.leafItem[i]
+      if (item == null || item.state === 'done') continue
+      // A block at several places of the disk: counted once per peer (recounted, it is rare).
+      if (item.indices!.length > 1) {
+        item.holders = 0
+        for (const p of this.peers.values()) {
+          const b = this.partialBits(p)
+          if (b != null && !p.dropped && this.holds(b, item)) item.holders++
+        }
+      } else item.holders++
+      peer.items.push(item)
+    }
+    this.orderStale = true
+  }
+
+  /**
+   * Whether `peer` may be asked for `item` now: it holds it, and did not redirect us elsewhere for it
+   * (ELSEWHERE), or did but no partial holder has it REDIRECT_WAIT later.
+   */
+  private usable (peer: PeerState, item: Item, now: number): boolean {
+    const until = item.avoid?.get(peer)
+    if (until != null && (until > now || item.holders > 0)) return false
+    return this.has(peer, item)
+  }
+
+  /**
+   * A peer's HAVE for our root arrived or changed: `fresh` lists the leaves it added to its bitfield;
+   * without it, everything it holds is looked at again.
+   */
+  onHave (client: PeerClient, fresh?: number[]): void {
+    const peer = this.peerState(client)
+    if (fresh != null) this.added(peer, fresh)
+    else this.recount()
     this.schedule()
   }
 
@@ -299,6 +400,7 @@ export class PullSession {
     if (peer == null) return
     this.release(peer)
     this.peers.delete(client.key)
+    this.recount()
     this.schedule()
   }
 
@@ -338,7 +440,12 @@ export class PullSession {
       }
       // It said it had the root but lacks blocks of it: stop trusting its HAVE.
       client.haves.delete(this.key)
+      this.recount()
       this.schedule()
+      return true
+    }
+    if (message.type === T.ELSEWHERE) {
+      this.onElsewhere(peer, message.cids)
       return true
     }
     if (message.type !== T.BLOCK) return false
@@ -401,49 +508,85 @@ export class PullSession {
     return true
   }
 
+  /**
+   * The server sent these blocks lately to another peer: ask whoever announces them, and this server
+   * again only after REDIRECT_WAIT (it serves a block it redirected us for once). A server that
+   * redirects us twice for one block is not asked for it again.
+   */
+  private onElsewhere (peer: PeerState, cids: CID[]): void {
+    const now = Date.now()
+    for (const cid of cids) {
+      const id = blockId(cid)
+      const entry = peer.inflight.get(id)
+      // Also when no longer asked of it (moved elsewhere): it would serve the block if asked again.
+      const item = entry?.item ?? this.items.get(id)
+      if (item == null || item.state === 'done') continue
+      item.avoid ??= new Map()
+      item.avoid.set(peer, item.avoid.has(peer) ? Infinity : now + REDIRECT_WAIT)
+      if (entry == null) continue
+      peer.inflight.delete(id)
+      peer.inflightBytes -= cost(item)
+      // Back through retry, which every peer looks at first: whoever holds it is asked.
+      this.unassign(peer, item)
+    }
+    this.schedule()
+  }
+
   // ---- scheduling ----
 
-  /** Rarest first: order pending items by how many peers hold them, ties in a per-session rotation. */
+  /**
+   * Rarest first, for seeds: items not yet fetched by how many partial holders hold them (skeleton
+   * nodes first), ties in the session's rotation. A counting sort: O(items), holders being counted
+   * as HAVEs arrive.
+   */
   private rebuildOrder (): void {
     this.orderStale = false
     this.rebuiltAt = Date.now()
-    const peers = [...this.peers.values()].filter(p => !p.dropped)
-    const pending = this.order.filter(i => i.state !== 'done')
-    const rotation = Math.floor(Math.random() * Math.max(1, pending.length))
-    // One number per item to sort by (a comparator looking things up is most of a rebuild's time):
-    // skeleton nodes first, then fewest holders, then place in the rotation.
-    const n = pending.length
-    for (const item of pending) item.holders = 0
-    // Peer by peer, as has() decides: one HAVE lookup per peer, not per item and peer.
-    for (const p of peers) {
-      const have = p.client.haves.get(this.key)
-      if (have == null || (!have.all && have.bitfield == null)) continue
-      const bits = have.all ? undefined : have.bitfield
-      const sized = bits == null || this.skeleton == null || bits.size === this.skeleton.leaves.length
-      for (const item of pending) {
-        if (bits == null || item.indices == null || (sized && item.indices.some(i => bits.has(i)))) item.holders++
-      }
+    const skeleton = this.order.filter(i => i.indices == null && i.state !== 'done')
+    let live = 0
+    let top = 0
+    for (const item of this.base) {
+      if (item.state === 'done') continue
+      this.base[live++] = item
+      if (item.holders > top) top = item.holders
     }
-    pending.forEach((item, i) => { item.rank = item.indices == null ? -1 : item.holders * n + (i - rotation + n) % n })
-    pending.sort((a, b) => a.rank - b.rank)
-    this.order = pending
+    this.base.length = live
+    const starts = new Array<number>(top + 2).fill(0)
+    for (const item of this.base) starts[item.holders + 1]!++
+    for (let h = 1; h <= top + 1; h++) starts[h]! += starts[h - 1]!
+    const order = new Array<Item>(skeleton.length + live)
+    for (let i = 0; i < skeleton.length; i++) order[i] = skeleton[i]!
+    for (const item of this.base) order[skeleton.length + starts[item.holders]!++] = item
+    this.order = order
     for (const peer of this.peers.values()) peer.cursor = 0
   }
 
-  private pick (peer: PeerState): Item | undefined {
+  private pick (peer: PeerState, now: number): Item | undefined {
     while (this.retry.length > 0 && this.retry[0]!.state !== 'pending') this.retry.shift()
     for (let i = 0; i < this.retry.length; i++) {
       const item = this.retry[i]!
-      if (item.state === 'pending' && this.has(peer, item)) {
+      if (item.state === 'pending' && this.usable(peer, item, now)) {
         this.retry.splice(i, 1)
         return item
       }
     }
-    const next = this.extend(peer)
+    const next = this.extend(peer, now)
     if (next != null) return next
+    if (this.partialBits(peer) != null && this.skeleton != null) {
+      // What it announced, in order; what was in flight elsewhere then comes back through retry.
+      while (peer.itemsAt < peer.items.length) {
+        const item = peer.items[peer.itemsAt++]!
+        if (item.state === 'pending' && this.usable(peer, item, now)) return item
+      }
+      if (peer.itemsAt > 0) {
+        peer.items = []
+        peer.itemsAt = 0
+      }
+      return undefined
+    }
     for (; peer.cursor < this.order.length; peer.cursor++) {
       const item = this.order[peer.cursor]!
-      if (item.state === 'pending' && this.has(peer, item)) return item
+      if (item.state === 'pending' && this.usable(peer, item, now)) return item
     }
     return undefined
   }
@@ -454,18 +597,17 @@ export class PullSession {
    * Rarest first still chooses where each run starts; a run stops at a block another peer was asked
    * for, or one this peer lacks.
    */
-  private extend (peer: PeerState): Item | undefined {
+  private extend (peer: PeerState, now: number): Item | undefined {
     let item = peer.last?.next
     for (let skipped = 0; item != null && item.state === 'done' && skipped < RUN_SKIP; skipped++) item = item.next
-    if (item == null || item.state !== 'pending' || !this.has(peer, item)) return undefined
+    if (item == null || item.state !== 'pending' || !this.usable(peer, item, now)) return undefined
     return item
   }
 
   /** Endgame: everything is requested; ask an idle peer for blocks still in flight elsewhere. */
-  private pickEndgame (peer: PeerState): Item | undefined {
-    const now = Date.now()
+  private pickEndgame (peer: PeerState, now: number): Item | undefined {
     for (const item of this.order) {
-      if (item.state !== 'inflight' || item.at.size >= ENDGAME_COPIES || item.at.has(peer) || !this.has(peer, item)) continue
+      if (item.state !== 'inflight' || item.at.size >= ENDGAME_COPIES || item.at.has(peer) || !this.usable(peer, item, now)) continue
       // Only a request its peer is late with: a copy of one about to arrive is upload wasted (in a
       // fan-out, mostly the source's, which every host would ask for its last blocks).
       if (!this.late(item, now)) continue
@@ -499,23 +641,30 @@ export class PullSession {
 
   private fill (): void {
     if (this.orderStale && Date.now() - this.rebuiltAt >= REBUILD_MS) this.rebuildOrder()
-    const peers = [...this.peers.values()].filter(p => !p.dropped && !p.client.closed).sort((a, b) => a.inflightBytes - b.inflightBytes)
+    // Top a peer up only once a good part of its window is free: one WANT of many CIDs instead of
+    // a WANT (a frame, a write, a window update) per block delivered. Emptiest first.
+    const peers: PeerState[] = []
+    for (const p of this.peers.values()) {
+      if (p.dropped || p.client.closed) continue
+      if (p.inflight.size > 0 && p.window - p.inflightBytes < Math.min(p.window / 2, REFILL_AT)) continue
+      peers.push(p)
+    }
+    if (peers.length === 0) return
+    if (peers.length > 1) peers.sort((a, b) => a.inflightBytes - b.inflightBytes)
     // Whether it is endgame: found once per fill, not once per peer that has nothing to give.
     let endgame: boolean | undefined
+    const now = Date.now()
     for (const peer of peers) {
-      // Top a peer up only once a good part of its window is free: one WANT of many CIDs instead of
-      // a WANT (a frame, a write, a window update) per block delivered.
-      if (peer.inflight.size > 0 && peer.window - peer.inflightBytes < Math.min(peer.window / 2, REFILL_AT)) continue
       const batch: CID[] = []
       const priority = this.skeleton == null ? Priority.Demand : Priority.Background
       while (peer.inflightBytes < peer.window) {
-        const item = this.pick(peer) ?? ((endgame ??= !this.anyPending()) ? this.pickEndgame(peer) : undefined)
+        const item = this.pick(peer, now) ?? ((endgame ??= !this.anyPending()) ? this.pickEndgame(peer, now) : undefined)
         if (item == null) break
         item.state = 'inflight'
         item.requested = true
         item.at.add(peer)
         if (item.indices != null) peer.last = item
-        peer.inflight.set(item.id, { item, sentAt: Date.now() })
+        peer.inflight.set(item.id, { item, sentAt: now })
         peer.inflightBytes += cost(item)
         batch.push(item.cid)
       }
@@ -558,7 +707,7 @@ export class PullSession {
         let to: PeerState | undefined
         for (const p of partial) {
           const room = p.window - p.inflightBytes - cost(item)
-          if (room >= 0 && (to == null || room > to.window - to.inflightBytes - cost(item)) && this.has(p, item)) to = p
+          if (room >= 0 && (to == null || room > to.window - to.inflightBytes - cost(item)) && this.usable(p, item, now)) to = p
         }
         if (to == null) continue
         seed.inflight.delete(id)
@@ -605,6 +754,7 @@ export class PullSession {
         if (peer.timeouts >= this.opts.maxTimeouts && !peer.dropped) {
           peer.dropped = true
           this.release(peer)
+          this.recount()
           this.onProgress?.({ type: 'pull:peer-dropped', peer: peer.client.key, reason: 'too slow' })
         }
       }
