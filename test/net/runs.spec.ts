@@ -194,3 +194,24 @@ describe('Serving: wants for blocks just sent elsewhere go last', () => {
     expect(serving.take(3, later).map(c => blockId(c))).toEqual([blockId(cids[0]!)])
   })
 })
+
+describe('Serving: a peer that takes redirects gets ELSEWHERE for blocks just sent elsewhere', () => {
+  it('redirects each block once per peer, and serves it when the peer asks again', () => {
+    const serving = new Serving({} as unknown as Channel, 'peer')
+    serving.redirects = true
+    const cids = Array.from({ length: 4 }, (_, i) => rawCid(pseudoRandom(`redirect-${i}`, 64)))
+    const sent = new Set([blockId(cids[1]!), blockId(cids[3]!)])
+    const later = (cid: CID): boolean => sent.has(blockId(cid))
+    serving.enqueue(Priority.Background, cids)
+    expect(serving.take(8, later).map(c => blockId(c))).toEqual([0, 2].map(i => blockId(cids[i]!)))
+    expect(serving.elsewhere.map(c => blockId(c))).toEqual([1, 3].map(i => blockId(cids[i]!)))
+    serving.elsewhere = []
+    // Asked again (nobody else delivered it): served, not redirected twice.
+    serving.enqueue(Priority.Background, [cids[1]!])
+    expect(serving.take(8, later).map(c => blockId(c))).toEqual([blockId(cids[1]!)])
+    expect(serving.elsewhere).toEqual([])
+    // A demand want is never redirected.
+    serving.enqueue(Priority.Demand, [cids[3]!])
+    expect(serving.take(8, later).map(c => blockId(c))).toEqual([blockId(cids[3]!)])
+  })
+})

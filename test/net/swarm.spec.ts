@@ -65,6 +65,9 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     expect(status.code, status.stderr).toBe(0)
     expect(status.result.peerId).toBe(seeder.peerId)
     expect(status.result.transfer.bytesSent).toBeGreaterThan(0)
+    // A seed whose upload is contended sends each block about once, and sends the other askers
+    // ELSEWHERE (measured: 1.005x the data; 2.1-2.2x before it did).
+    expect(status.result.transfer.bytesSent / dataBytes, 'seeder upload / data').toBeLessThan(1.5)
     // Hosts that start together serve each other what they already have (BitTorrent's trick).
     const uploads = await Promise.all(hosts.map(async h => (await h.run(['status', '--json'])).result.transfer.bytesSent as number))
     expect(uploads.reduce((a, b) => a + b, 0), `bytes the hosts sent each other: ${uploads.join(', ')}`).toBeGreaterThan(0)
