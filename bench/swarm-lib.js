@@ -2,6 +2,7 @@
 // (host daemons, raw libp2p peers, HTTP servers) with NDJSON on stdout, clean stops.
 import { spawn } from 'node:child_process';
 import { closeSync, createWriteStream, openSync, readFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { CLI, MIB } from './lib.js';
 
@@ -113,4 +114,26 @@ export function cpuSeconds(pid) {
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
   } catch { return null; }
+}
+
+/**
+ * Runs a CLI command inside a running daemon through its control socket (POST /run, what
+ * `collective-peer` does when a daemon answers), from this process: no node process is started per
+ * command. Resolves like lib.js `cli` ({ result, events, seconds }); rejects on a non-zero exit.
+ */
+export async function daemonCli(dataDir, args) {
+  const { runInDaemon } = await import('../dist/daemon/control.js');
+  let stdout = '';
+  let stderr = '';
+  const t0 = performance.now();
+  const code = await runInDaemon(join(dataDir, 'control.sock'), { argv: ['--data-dir', dataDir, ...args, '--json'], cwd: process.cwd() },
+    { stdout: { write: (c) => { stdout += c; return true; }, once: () => {} }, stderr: { write: (c) => { stderr += c; return true; }, once: () => {} } });
+  const seconds = (performance.now() - t0) / 1000;
+  const events = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  if (code !== 0 || events.length === 0) {
+    const err = new Error(`collective-peer ${args.join(' ')} (in the daemon) exited ${code}: ${stderr.trim().split('\n').pop()}`);
+    err.result = { code, stdout, stderr };
+    throw err;
+  }
+  return { result: events[events.length - 1], events, seconds };
 }

@@ -183,8 +183,10 @@ export class PullSession {
     const ticker = setInterval(() => { this.tick() }, TICK)
     try {
       const rootBytes = await this.fetchSkeletonBlocks([this.root])
+      this.host.log?.(`pull ${this.key.slice(-8)}: root block after ${this.elapsed} ms`)
       const skeleton = await loadSkeleton(this.root, rootBytes[0]!, async cids => await this.fetchSkeletonBlocks(cids))
       this.skeleton = skeleton
+      this.host.log?.(`pull ${this.key.slice(-8)}: skeleton (${skeleton.nodes.length} nodes) after ${this.elapsed} ms`)
       await this.flush()
       this.host.provide(this.root)
       await this.fetchLeaves(skeleton)
