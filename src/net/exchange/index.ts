@@ -36,6 +36,8 @@ const HAVE_CACHE_MS = 5_000
  */
 const FINISHED_GRACE_MS = 30_000
 const DHT_RETRY_MS = 5_000
+/** The longest wait between two provider searches of one pull (they back off from DHT_RETRY_MS). */
+const DHT_RETRY_MAX_MS = 60_000
 /** Connected peers we hold no block stream to are asked again this often during a pull. */
 const REASK_MS = 2_000
 
@@ -341,6 +343,10 @@ class Exchange implements BlockExchange {
   /** Finds providers of `root` in the DHT until the pull ends. */
   private async discover (root: CID, signal: AbortSignal): Promise<void> {
     const { libp2p } = this.components
+    // The first retries come soon (a provider may announce itself just after we start); later ones
+    // less often: each query costs every peer it asks (16 hosts searching every 5 s showed in the
+    // fan-out's profiles), and providers that connect are asked INTEREST anyway.
+    let wait = DHT_RETRY_MS
     while (!signal.aborted) {
       try {
         for await (const provider of libp2p.contentRouting.findProviders(root, { signal })) {
@@ -352,7 +358,8 @@ class Exchange implements BlockExchange {
         if (!signal.aborted) this.log(`provider search for ${root}: ${(err as Error).message}`)
       }
       await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, DHT_RETRY_MS)
+        const timer = setTimeout(resolve, wait)
+        wait = Math.min(wait * 2, DHT_RETRY_MAX_MS)
         signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
       })
     }
