@@ -3,7 +3,7 @@
 // single-source HTTP server under the same shaping, in the same run.
 //
 //   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
-//                        [--skip-http] [--cpu-prof DIR] [--log-dir DIR] [--keep]
+//                        [--publisher-nice N] [--skip-http] [--cpu-prof DIR] [--log-dir DIR] [--keep]
 //
 // Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
 // `eth0` whose peer sits in a bridge namespace on bridge br0; addresses 10.213.0.0/24 exist only
@@ -23,6 +23,9 @@
 //         per host namespace) download it at once to a file in the host's dir.
 // Ideal time = image size / link rate (every host downloads at its full link rate). The image is
 // random bytes (incompressible; --compressible F fills that fraction of each MiB with text).
+// --publisher-nice N (default -10): the publisher daemon, and the HTTP server, run at this nice
+//         value. The N hosts crowd the 2 cores; each machine of a real swarm has its own CPU, and
+//         the source's upload is the swarm's bottleneck: starved of CPU, its link idles. 0 = off.
 // --cpu-prof DIR: every daemon writes a V8 CPU profile there (diagnosis; slows them a little).
 // --log-dir DIR: daemons run with DEBUG=collective:* and their stderr goes to DIR/<N>-<host>.log.
 // Last stdout line: one JSON object with every row.
@@ -45,6 +48,8 @@ const sizeMiB = Number(args['size-mib'] ?? 128);
 const rateMbit = Number(args['rate-mbit'] ?? 200);
 const compressible = Number(args.compressible ?? 0);
 const skipHttp = Boolean(args['skip-http']);
+const publisherNice = Number(args['publisher-nice'] ?? -10);
+const renice = (pid) => { if (publisherNice !== 0) sh('renice', ['-n', String(publisherNice), '-p', String(pid)]); };
 const nodeArgs = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : [];
 const logDir = args['log-dir'] ? String(args['log-dir']) : null;
 if (logDir) mkdirSync(logDir, { recursive: true });
@@ -154,6 +159,7 @@ async function p2pRun(n, root, pubDir) {
   const timeoutMs = Math.max(300_000, idealSeconds * n * 3_000);
   const pub = await startDaemon(pubDir, { listen: `/ip4/${PUB_IP}/tcp/4001`, wrap: ['ip', 'netns', 'exec', PUB], name: 'publisher', nodeArgs, ...daemonLog(n, 'publisher') });
   track(pub.proc);
+  renice(pub.proc.pid);
   if (nodeArgs.length) log(`N=${n}: publisher pid ${pub.proc.pid} (profiles: CPU.*.<pid>.*.cpuprofile)`);
   const hosts = await Promise.all(Array.from({ length: n }, async (_, k) => {
     const i = k + 1;
@@ -204,6 +210,7 @@ async function httpRun(n, image) {
   const server = track(new Proc(process.execPath, [join(ROOT, 'bench', 'http-serve.js'), '--file', image, '--host', PUB_IP, '--port', '8080'],
     { wrap: ['ip', 'netns', 'exec', PUB], name: 'http server' }));
   const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+  renice(server.pid);
   const cpu0 = cpuMark([server]);
   const t0 = performance.now();
   const timeoutMs = Math.max(300_000, idealSeconds * n * 3_000);
@@ -245,7 +252,8 @@ try {
   warm(image);
   sync();
   setupNetwork(Math.max(...hostCounts));
-  log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf ${rateMbit} Mbit/s on every veth end`);
+  log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf ${rateMbit} Mbit/s on every veth end; ` +
+    `publisher and HTTP server at nice ${publisherNice}`);
 
   for (const n of hostCounts) {
     const p = await p2pRun(n, root, pubDir);
@@ -268,7 +276,7 @@ try {
       r.cpuUtilization ?? '']));
   log(`goals: p2p all-done within 1.3 x ideal; publisher upload <= 1.5 x size (total ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   console.log(JSON.stringify({
-    bench: 'fanout', bytes, sizeMiB, rateMbit, compressible, idealSeconds: round(idealSeconds, 2), root,
+    bench: 'fanout', bytes, sizeMiB, rateMbit, compressible, publisherNice, idealSeconds: round(idealSeconds, 2), root,
     machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)), rows,
     goals: Object.fromEntries(rows.filter((r) => r.mode === 'p2p').map((r) => [r.hosts, {
       timeWithin1_3: r.failed === 0 && r.vsIdeal <= 1.3, uploadWithin1_5: r.publisherUploadVsSize <= 1.5 }])),
