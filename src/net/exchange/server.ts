@@ -19,7 +19,7 @@ const READ_AHEAD = 2
  * keep this server busy (see sentElsewhere), in ms.
  */
 const RECENT_MS = 30_000
-/** Another peer served within this long (ms) makes our upload contended (see othersWaiting). */
+/** Another peer served within this long (ms) makes our upload contended (see contended). */
 const BUSY_MS = 1_000
 /** Blocks one peer may be redirected for (each at most once); past it, every want is served. */
 const MAX_REDIRECTED = 65_536
@@ -56,6 +56,8 @@ export class Serving {
   private readonly redirected = new Set<string>()
   /** Wants `take` redirected, for the serving loop to answer with ELSEWHERE. */
   elsewhere: CID[] = []
+  /** When wants of this peer were last taken to be served (ms). */
+  lastServed = 0
   readonly interests = new Set<string>()
   /** Roots for which the peer got a full HAVE (all, or a bitfield) from us: index updates mean something to it. */
   readonly described = new Set<string>()
@@ -125,9 +127,6 @@ export class Serving {
 
   get idle (): boolean { return this.queued === 0 }
 
-  /** When wants of this peer were last taken to be served (ms). */
-  lastServed = 0
-
   stop (): void {
     this.stopped = true
     this.wake?.()
@@ -191,10 +190,11 @@ export class BlockServer {
   }
 
   /**
-   * Whether another peer has wants queued: our upload is contended, so a block some peer already got
-   * is better fetched from that peer. With nobody else waiting, every want is served at once.
+   * Whether our upload is contended (another peer has wants queued, or was served in the last
+   * BUSY_MS) and we may redirect (we are not pulling): a block some peer already got is then better
+   * fetched from that peer. Otherwise every want is served at once.
    */
-  private othersWaiting (serving: Serving): boolean {
+  private contended (serving: Serving): boolean {
     if (this.events.redirects?.() === false) return false
     const since = Date.now() - BUSY_MS
     for (const other of this.serving) if (other !== serving && !other.done && (!other.idle || other.lastServed > since)) return true
@@ -248,20 +248,24 @@ export class BlockServer {
    */
   private async serve (serving: Serving): Promise<void> {
     let missing: CID[] = []
+    const sendList = async (type: typeof T.DONT_HAVE | typeof T.ELSEWHERE, cids: CID[]): Promise<void> => {
+      for (let i = 0; i < cids.length; i += MAX_LIST) await serving.channel.send({ type, cids: cids.slice(i, i + MAX_LIST) })
+    }
     const sendMissing = async (): Promise<void> => {
-      for (let i = 0; i < missing.length; i += MAX_LIST) await serving.channel.send({ type: T.DONT_HAVE, cids: missing.slice(i, i + MAX_LIST) })
+      const cids = missing
       missing = []
+      await sendList(T.DONT_HAVE, cids)
     }
     const sendElsewhere = async (): Promise<void> => {
       const cids = serving.elsewhere
       serving.elsewhere = []
-      for (let i = 0; i < cids.length; i += MAX_LIST) await serving.channel.send({ type: T.ELSEWHERE, cids: cids.slice(i, i + MAX_LIST) })
+      await sendList(T.ELSEWHERE, cids)
     }
     const reads: Array<Promise<Array<[CID, Uint8Array | undefined]>>> = []
     for (;;) {
       while (reads.length < READ_AHEAD) {
         const now = Date.now()
-        const batch = serving.take(READ_BATCH, this.othersWaiting(serving) ? cid => this.sentElsewhere(cid, serving.peer, now) : undefined)
+        const batch = serving.take(READ_BATCH, this.contended(serving) ? cid => this.sentElsewhere(cid, serving.peer, now) : undefined)
         if (batch.length === 0) break
         serving.lastServed = now
         // Noted when taken, not when sent: another peer's want for the same block, taken while this
