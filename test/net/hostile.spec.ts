@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { join, resolve } from 'node:path'
-import { BIN, cli, tempDir, type CliResult } from '../helpers/cli.js'
+import { BIN, cli, tempDir, until, type CliResult } from '../helpers/cli.js'
 import { writeImage, sha256File } from '../helpers/images.js'
 import { rawCid } from '../../src/dag/hash.js'
 
@@ -207,6 +207,14 @@ describe('hostile peers', () => {
     await cleanup?.()
   })
 
+  /**
+   * The daemon logged why it banned `peer`. It logs before it hangs up, but its stderr and the evil
+   * peer's stdout are two pipes: the peer's "disconnect" can reach us first, so the line is awaited.
+   */
+  async function expectBanLogged (daemon: Daemon, peer: string): Promise<void> {
+    await until(`the ban of ${peer} in the daemon's log`, async () => daemon.stderr().includes(`banning ${peer}`) ? true : undefined, 5_000)
+  }
+
   /** The host's copy is the image, byte for byte, and every block it stored verifies. */
   async function expectIntact (host: Daemon, label: string): Promise<void> {
     const out = join(dir, `${label}.img`)
@@ -238,7 +246,7 @@ describe('hostile peers', () => {
       if (banned) {
         // The host hung up on it (the peer saw the connection close) and says why.
         await evil.waitFor(e => e.type === 'evil:disconnect' && e.peer === host.peerId, 5_000, 'the host hanging up')
-        expect(host.stderr(), 'host log').toContain(`banning ${evil.peerId}`)
+        await expectBanLogged(host, evil.peerId)
       } else {
         expect(elapsed, `pull took ${elapsed} ms`).toBeLessThan(TRICKLE_BOUND_MS)
       }
@@ -263,7 +271,7 @@ describe('hostile peers', () => {
     // hoarder's wants pile up past the server's bound within seconds.
     const closed = await evil.waitFor(e => e.type === 'evil:hoard-closed', 15_000, 'the seeder closing the hoarding stream')
     await evil.waitFor(e => e.type === 'evil:disconnect' && e.peer === seeder.peerId, 5_000, 'the seeder hanging up')
-    expect(seeder.stderr(), 'seeder log').toContain(`banning ${evil.peerId}`)
+    await expectBanLogged(seeder, evil.peerId)
     const maxRss = await memory.stop()
     expect(maxRss - before, `seeder RSS grew from ${Math.round(before / MiB)} to ${Math.round(maxRss / MiB)} MiB`).toBeLessThan(128 * MiB)
     expect(maxRss).toBeLessThan(RSS_BOUND)
