@@ -25,7 +25,7 @@ const store = await openStore(String(args['data-dir']))
 const node = await createNode({ listen: [String(args.listen ?? '/ip4/127.0.0.1/tcp/0')], mdns: false })
 await startNode(node)
 const window = args.window != null ? Number(args.window) : undefined // per-peer request window of a pull
-const exchange = createExchange({ libp2p: node, blockstore: store.blocks }, { compression, window })
+const exchange = createExchange({ libp2p: node, blockstore: store.blocks }, { compression, window, log: process.env.EXCHANGE_LOG ? (m) => console.error(`${(performance.now() / 1000).toFixed(3)} ${m}`) : undefined })
 await exchange.start()
 const stop = async () => {
   await exchange.stop()
@@ -44,6 +44,7 @@ if (mode === 'serve') {
 } else if (mode === 'pull') {
   await node.dial(multiaddr(String(args.peer)))
   const t0 = performance.now()
+  if (process.env.EXCHANGE_LOG) console.error(`${(t0 / 1000).toFixed(3)} pull starts`)
   const r = await exchange.pull(parseCid(String(args.root)))
   const seconds = (performance.now() - t0) / 1000
   await stop()

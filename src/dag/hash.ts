@@ -39,6 +39,21 @@ export function leafCidFromBytes (bytes: Uint8Array): CID {
   return new CID(1, RAW_CODE, new Digest.Digest(BLAKE3_CODE, 32, bytes.subarray(4), bytes.subarray(2)), bytes)
 }
 
+/**
+ * `CID.decode`, without its copy: a BLAKE3 CIDv1 of a raw leaf or a dag-cbor node (the CIDs of every
+ * block of ours; 36 bytes, all varints one byte) keeps views of `bytes` as its digest and bytes.
+ * CID.decode re-encodes them into a fresh 36-byte array, and the first look at that small array's
+ * `.buffer` costs V8 an allocation: ~3 µs per CID on paths that see every block. Any other CID goes
+ * through CID.decode (and its errors).
+ */
+export function decodeCid (bytes: Uint8Array): CID {
+  const code = bytes[1]
+  if (bytes.length === 36 && bytes[0] === 1 && (code === RAW_CODE || code === DAG_CBOR_CODE) && bytes[2] === BLAKE3_CODE && bytes[3] === 32) {
+    return new CID(1, code, new Digest.Digest(BLAKE3_CODE, 32, bytes.subarray(4), bytes.subarray(2)), bytes)
+  }
+  return CID.decode(bytes)
+}
+
 /** The CIDv1 of a dag-cbor node's encoded bytes. */
 export function cborCid (bytes: Uint8Array): CID {
   return CID.createV1(DAG_CBOR_CODE, blake3.digest(bytes))

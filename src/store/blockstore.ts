@@ -220,8 +220,12 @@ export class Blockstore {
   /**
    * Stores blocks not already present. Callers that computed the CIDs themselves pass
    * `trusted: true`; otherwise every block is hashed and a mismatch throws before anything is kept.
+   * `fresh: true` says the caller found the blocks missing from the store lately (a pull): they are
+   * looked for only among the blocks written by this process lately, not in the index. Should one
+   * have been stored meanwhile and left that memory, it is written again: its first copy becomes
+   * dead bytes for gc, never a wrong or missing block.
    */
-  async putMany (blocks: Block[], options: { trusted?: boolean } = {}): Promise<PutResult> {
+  async putMany (blocks: Block[], options: { trusted?: boolean, fresh?: boolean } = {}): Promise<PutResult> {
     for (const { cid, bytes } of blocks) {
       if (bytes.length > MAX_BLOCK_SIZE) throw new BlockTooLargeError(`block ${cid} has ${bytes.length} bytes (limit ${MAX_BLOCK_SIZE})`)
       if (options.trusted !== true && !verifyBlock(cid, bytes)) throw new HashMismatchError(`block bytes do not hash to ${cid}`)
@@ -233,13 +237,13 @@ export class Blockstore {
     // index may have changed meanwhile (a commit landed, entries were deleted, a failed write was
     // dropped). Calls still write in call order.
     let epoch = this.indexEpoch
-    const lookup = this.present(ids, keys)
+    const lookup = this.present(ids, keys, options.fresh === true)
     lookup.catch(() => {})
     return await this.lock.run(async () => {
       let present = await lookup
       while (epoch !== this.indexEpoch) {
         epoch = this.indexEpoch
-        present = await this.present(ids, keys)
+        present = await this.present(ids, keys, options.fresh === true)
       }
       let stored = 0
       let bytes = 0
@@ -260,14 +264,14 @@ export class Blockstore {
 
   /**
    * Which blocks are stored or on their way (pending or being committed), by id and index key: one
-   * LevelDB round trip per thousand blocks not pending.
+   * LevelDB round trip per thousand blocks not pending (none when `memoryOnly`).
    */
-  private async present (ids: string[], keys: Uint8Array[]): Promise<boolean[]> {
+  private async present (ids: string[], keys: Uint8Array[], memoryOnly: boolean): Promise<boolean[]> {
     const out: boolean[] = new Array(ids.length).fill(false)
     const look: number[] = []
     for (let i = 0; i < ids.length; i++) {
       if (this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true || this.recentLocation(ids[i]!) != null) out[i] = true
-      else look.push(i)
+      else if (!memoryOnly) look.push(i)
     }
     for (let at = 0; at < look.length; at += LOOKUP_BATCH) {
       const part = look.slice(at, at + LOOKUP_BATCH)
@@ -287,6 +291,19 @@ export class Blockstore {
   /** Makes every block written so far durable and visible to later opens. */
   async commit (): Promise<void> {
     await this.lock.run(async () => { await this.commitLocked() })
+  }
+
+  /**
+   * Starts making every block written so far durable and visible to later opens, and resolves once
+   * that is done. Unlike `commit`, later puts do not wait for the sync: they go on writing while
+   * the disk syncs (one commit runs at a time; a second starts once the first landed).
+   */
+  async commitInBackground (): Promise<void> {
+    const job = await this.lock.run(async () => {
+      await this.startCommit()
+      return this.inflight
+    })
+    await job
   }
 
   private isPending (cid: CID): boolean {

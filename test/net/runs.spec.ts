@@ -176,7 +176,71 @@ describe('PullSession: runs of neighbouring leaves', () => {
       await store.close()
     }
   })
+
+  it('asks for nothing more while the store is behind, and finishes once it catches up', async () => {
+    const rootBytes = await source.blocks.get(root)
+    const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
+    const leafIndex = new Map(skeleton.leaves.map((cid, i) => [blockId(cid), i]))
+    const store = await openStore(join(dir, 'slow-sink'))
+    // The sink's writes of leaves wait until released (a disk far slower than the network).
+    let release!: () => void
+    const writable = new Promise<void>(resolve => { release = resolve })
+    const slow = new Proxy(store.blocks, {
+      get (target, prop) {
+        if (prop === 'putMany') {
+          return async (blocks: Array<{ cid: CID, bytes: Uint8Array }>, options: object) => {
+            if (blocks.some(b => leafIndex.has(blockId(b.cid)))) await writable
+            return await target.putMany(blocks, options)
+          }
+        }
+        const value = Reflect.get(target, prop, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      }
+    })
+    try {
+      let session: PullSession | undefined
+      let asked = 0
+      let lastWantAt = Date.now()
+      const client = {
+        key: 'seed',
+        closed: false,
+        haves: new Map([[root.toString(), { all: true }]]),
+        async want (cids: CID[]) {
+          asked += cids.filter(c => leafIndex.has(blockId(c))).length
+          lastWantAt = Date.now()
+          const blocks = await source.blocks.getMany(cids)
+          setTimeout(() => {
+            cids.forEach((cid, i) => session!.onMessage(client as unknown as PeerClient, { type: T.BLOCK, cid, compressed: false, data: blocks[i]! }))
+          }, 2)
+        },
+        async cancel () {}
+      } as unknown as PeerClient
+      session = new PullSession(root, {
+        store: slow,
+        clients: () => [client],
+        ban: (_client, reason) => { throw new Error(`banned: ${reason}`) },
+        announce: () => {},
+        provide: () => {}
+      }, { window: 256 * 1024, maxUnstored: 512 * 1024 }, {})
+      const pulled = session.run()
+      session.onHave(client)
+      // Until the asking stops (the leaves are 16 KiB: 256 of them, 4 MiB).
+      while (Date.now() - lastWantAt < 500) await new Promise(resolve => setTimeout(resolve, 50))
+      // At most what waits to be stored (512 KiB) plus a window (256 KiB) and the batch that crossed
+      // the line: without the bound, every leaf would have been asked for and held in memory.
+      expect(asked).toBeGreaterThan(0)
+      expect(asked * 16 * 1024).toBeLessThanOrEqual(1024 * 1024)
+      release()
+      await pulled
+      expect(asked).toBe(skeleton.leaves.length)
+      expect(await store.blocks.hasMany(skeleton.leaves)).toEqual(skeleton.leaves.map(() => true))
+    } finally {
+      release()
+      await store.close()
+    }
+  })
 })
+
 
 describe('Serving: wants for blocks just sent elsewhere go last', () => {
   it('takes the others first, and the put-off ones when nothing else is queued', () => {

@@ -55,4 +55,29 @@ describe('Blockstore.putMany called again before the calls ahead are done', () =
       await reopened.close()
     }
   })
+  it('fresh puts skip the index yet store a block once; a background commit indexes what was written before it', async () => {
+    const store = await Blockstore.open(join(dir, 'b'))
+    try {
+      const a = blocks('fresh-a', 4)
+      const b = blocks('fresh-b', 2)
+      expect(await store.putMany(a, { trusted: true, fresh: true })).toEqual({ stored: 4, bytes: 4 * MiB })
+      // Pending, not indexed: found in memory.
+      expect(await store.putMany(a, { trusted: true, fresh: true })).toEqual({ stored: 0, bytes: 0 })
+      const committed = store.commitInBackground()
+      const more = store.putMany(b, { trusted: true, fresh: true })
+      await committed
+      expect(await more).toEqual({ stored: 2, bytes: 2 * MiB })
+      // Indexed (what another open of the store would see), with the pack length that covers it.
+      const indexed = new Set<string>()
+      for await (const { cid } of store.entries()) indexed.add(cid.toString())
+      for (const block of a) expect(indexed.has(block.cid.toString())).toBe(true)
+      expect(await store.getMeta<number>(`pack:${store.activePack}:length`)).toBeGreaterThanOrEqual(4 * MiB)
+      // Committed, and in the recent locations: a fresh put still finds it.
+      expect(await store.putMany(a.slice(0, 1), { trusted: true, fresh: true })).toEqual({ stored: 0, bytes: 0 })
+      // A block not fresh is looked up in the index as before.
+      expect(await store.putMany(a.slice(1, 2), { trusted: true })).toEqual({ stored: 0, bytes: 0 })
+    } finally {
+      await store.close()
+    }
+  })
 })

@@ -1,7 +1,7 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { encodeFrame, frameHeader, ProtocolError, MAX_CONTROL_FRAME, type Frame } from './frames.js'
-import { BLAKE3_CODE } from '../../dag/hash.js'
+import { BLAKE3_CODE, decodeCid } from '../../dag/hash.js'
 import { varintLength, writeVarint } from './codec.js'
 
 export const PROTOCOL = '/collective/blocks/1.0.0'
@@ -172,7 +172,7 @@ export function decodeMessage (frame: Frame): Message {
       if ((flags & ~1) !== 0 || payload.length < 2 + cidLength) throw new ProtocolError('malformed BLOCK')
       let c: CID
       try {
-        c = cid(CID.decode(payload.subarray(2, 2 + cidLength)))
+        c = cid(decodeCid(payload.subarray(2, 2 + cidLength)))
       } catch (err) {
         throw err instanceof ProtocolError ? err : new ProtocolError('malformed BLOCK CID')
       }
@@ -193,7 +193,7 @@ export function decodeMessage (frame: Frame): Message {
         const length = payload[at]
         if (length == null || at + 1 + length > payload.length) throw new ProtocolError('malformed BLOCKS CID')
         try {
-          cids.push(cid(CID.decode(payload.subarray(at + 1, at + 1 + length))))
+          cids.push(cid(decodeCid(payload.subarray(at + 1, at + 1 + length))))
         } catch (err) {
           throw err instanceof ProtocolError ? err : new ProtocolError('malformed BLOCKS CID')
         }

@@ -30,6 +30,12 @@ export interface SessionInit {
   maxTimeouts?: number
   /** Give up when no peer can serve a missing block for this long. @default 30 s */
   findTimeout?: number
+  /**
+   * No new requests while this many bytes of verified blocks wait to be written to the store (its
+   * writes and syncs compete with the network for the event loop): what a pull holds in memory is
+   * bounded by it plus the peers' windows. @default 32 MiB
+   */
+  maxUnstored?: number
 }
 
 export interface SessionHost {
@@ -46,7 +52,7 @@ export interface SessionHost {
   log?(message: string): void
 }
 
-const DEFAULTS = { window: 8 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000 }
+const DEFAULTS = { window: 8 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000, maxUnstored: 32 * 1024 * 1024 }
 /** Verified blocks are stored (and announced to peers) at this many bytes, and on every tick. */
 const FLUSH_BYTES = 1024 * 1024
 /**
@@ -168,6 +174,8 @@ export class PullSession {
   private readonly peers = new Map<string, PeerState>()
   private buffer: Array<{ cid: CID, bytes: Uint8Array, item: Item }> = []
   private bufferBytes = 0
+  /** Bytes of verified blocks not yet written to the store (buffered, or in a flush waiting its turn). */
+  private unstored = 0
   private flushing: Promise<void> = Promise.resolve()
   private failure?: Error
   private wakeup?: () => void
@@ -207,8 +215,10 @@ export class PullSession {
       await this.flush()
       this.host.provide(this.root)
       await this.fetchLeaves(skeleton)
+      this.host.log?.(`pull ${this.key.slice(-8)}: all blocks after ${this.elapsed} ms`)
       await this.flush()
       await this.host.store.commit()
+      this.host.log?.(`pull ${this.key.slice(-8)}: stored and committed after ${this.elapsed} ms`)
       return {
         root: this.root,
         size: skeleton.disk.size,
@@ -521,6 +531,7 @@ export class PullSession {
       const copy = bytes
       this.buffer.push({ cid: item.cid, bytes: copy, item })
       this.bufferBytes += copy.length
+      this.unstored += copy.length
       item.waiter?.(copy)
       if (this.bufferBytes >= FLUSH_BYTES) void this.flush()
       if (this.remaining === 0) this.wakeup?.()
@@ -661,6 +672,8 @@ export class PullSession {
   }
 
   private fill (): void {
+    // The store is behind: ask for nothing more until it catches up (SessionInit.maxUnstored).
+    if (this.unstored >= this.opts.maxUnstored) return
     if (this.orderStale && Date.now() - this.rebuiltAt >= REBUILD_MS) this.rebuildOrder()
     // Top a peer up only once a good part of its window is free: one WANT of many CIDs instead of
     // a WANT (a frame, a write, a window update) per block delivered. Emptiest first.
@@ -831,15 +844,23 @@ export class PullSession {
     const job = (async () => {
       await previous
       if (batch.length === 0) return
-      await this.host.store.putMany(batch, { trusted: true })
-      this.uncommitted += batch.reduce((n, b) => n + b.bytes.length, 0)
+      const bytes = batch.reduce((n, b) => n + b.bytes.length, 0)
+      try {
+        await this.host.store.putMany(batch, { trusted: true, fresh: true })
+      } finally {
+        this.unstored -= bytes
+        if (this.unstored < this.opts.maxUnstored) this.schedule()
+      }
+      this.uncommitted += bytes
       // Commit (fdatasync + index) once a second or every 16 MiB: a killed pull loses at most that much.
       if (Date.now() - this.lastCommit >= COMMIT_INTERVAL || this.uncommitted >= COMMIT_BYTES) {
         this.lastCommit = Date.now()
         const bytes = this.uncommitted
         this.uncommitted = 0
-        await this.host.store.commit()
-        this.bytesCommitted += bytes
+        // In the background: the next batches are written while the disk syncs.
+        void this.host.store.commitInBackground().then(() => {
+          this.bytesCommitted += bytes
+        }, err => { this.failure ??= err })
       }
       if (this.local == null || this.skeleton == null) return
       for (const { item } of batch) for (const i of item.indices ?? []) if (this.local.set(i)) this.unannounced.push(i)
