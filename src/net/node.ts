@@ -42,6 +42,8 @@ export const INBOUND_CONNECTION_THRESHOLD = 25
  */
 export const INBOUND_STREAM_PROTOCOL_NEGOTIATION_TIMEOUT = 5_000
 
+/** How often each connection is pinged (libp2p's connection monitor; its default is 10 s). */
+const CONNECTION_PING_MS = 60_000
 /** An inbound connection must finish its upgrade (noise + yamux) within this. */
 export const INBOUND_UPGRADE_TIMEOUT = 10_000
 
@@ -122,6 +124,10 @@ export async function createNode (init: NodeInit = {}): Promise<CollectiveNode> 
     connectionEncrypters: [coalescedWrites(noise())],
     streamMuxers: [yamux()],
     peerDiscovery: (init.mdns ?? DEFAULT_MDNS) ? [mdns({ serviceTag: MDNS_SERVICE_TAG })] : [],
+    // libp2p pings every connection every 10 s by default, each ping a new stream (protocol
+    // negotiation, a peer-store update): most of an idle host's CPU with 16 peers. Once a minute
+    // still finds a dead connection; yamux's keep-alive (30 s) keeps NAT mappings open.
+    connectionMonitor: { pingInterval: CONNECTION_PING_MS },
     connectionManager: {
       maxConnections: MAX_CONNECTIONS,
       maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
