@@ -2,6 +2,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { BLAKE3_CODE, DAG_CBOR_CODE, RAW_CODE, cborCid } from './hash.js'
 import { InvalidNodeError } from '../errors.js'
+import { decodeDagCbor } from './cbor.js'
 import type { ChunkerParams } from './chunker/interface.js'
 
 /** No block (leaf or node) is ever larger than this; peers and decoders refuse bigger ones. */
@@ -82,7 +83,7 @@ export function decodeRoot (bytes: Uint8Array): DiskRoot {
   if (bytes.length > MAX_BLOCK_SIZE) fail('larger than the block limit')
   let value: any
   try {
-    value = dagCbor.decode(bytes)
+    value = decodeDagCbor(bytes)
   } catch (err) {
     fail(`not dag-cbor (${(err as Error).message})`)
   }
@@ -108,7 +109,7 @@ export function decodeNode (bytes: Uint8Array, level: number, length: number): D
   if (bytes.length > MAX_BLOCK_SIZE) fail('larger than the block limit')
   let value: any
   try {
-    value = dagCbor.decode(bytes)
+    value = decodeDagCbor(bytes)
   } catch (err) {
     fail(`not dag-cbor (${(err as Error).message})`)
   }

@@ -3,6 +3,7 @@ import { CID } from 'multiformats/cid'
 import { encodeFrame, frameHeader, ProtocolError, MAX_CONTROL_FRAME, type Frame } from './frames.js'
 import { BLAKE3_CODE, decodeCid } from '../../dag/hash.js'
 import { varintLength, writeVarint } from './codec.js'
+import { decodeDagCbor } from '../../dag/cbor.js'
 
 export const PROTOCOL = '/collective/blocks/1.0.0'
 export const PROTOCOL_VERSION = 1
@@ -119,7 +120,7 @@ function cidList (value: unknown): CID[] {
 function cbor (payload: Uint8Array): any {
   if (payload.length > MAX_CONTROL_FRAME) throw new ProtocolError(`control frame of ${payload.length} bytes`)
   try {
-    const value = dagCbor.decode(payload)
+    const value = decodeDagCbor(payload) as any
     if (value == null || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a map')
     return value
   } catch (err) {
