@@ -16,7 +16,7 @@ type PendingMap = Map<string, { key: Uint8Array, entry: IndexEntry }>
 
 /** Written blocks are committed (made durable and indexed) at least this often. */
 const COMMIT_BYTES = 64 * 1024 * 1024
-/** Keys looked up per LevelDB getMany when deduplicating a batch. */
+/** Keys looked up per LevelDB getMany. */
 const LOOKUP_BATCH = 1024
 /** Locations kept in memory (about 150 bytes each: 128k = 2 GiB of 16 KiB blocks in ~20 MiB). */
 const RECENT_LOCATIONS = 128 * 1024
@@ -107,13 +107,16 @@ export class Blockstore {
 
   /** Which of `cids` are stored (one LevelDB round trip per thousand). */
   async hasMany (cids: CID[]): Promise<boolean[]> {
-    const out: boolean[] = new Array(cids.length).fill(false)
-    for (let i = 0; i < cids.length; i += LOOKUP_BATCH) {
-      const part = cids.slice(i, i + LOOKUP_BATCH)
-      const values = await this.db.getMany(part.map(blockKey))
-      values.forEach((v, j) => {
-        out[i + j] = v != null || this.isPending(part[j]!)
-      })
+    const values = await this.getIndexMany(cids.map(blockKey))
+    return values.map((v, i) => v != null || this.isPending(cids[i]!))
+  }
+
+  /** Index values of `keys` (undefined where absent): one LevelDB getMany per LOOKUP_BATCH keys. */
+  private async getIndexMany (keys: Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
+    const out: Array<Uint8Array | undefined> = new Array(keys.length)
+    for (let at = 0; at < keys.length; at += LOOKUP_BATCH) {
+      const values = await this.db.getMany(keys.slice(at, at + LOOKUP_BATCH))
+      values.forEach((v, j) => { out[at + j] = v ?? undefined })
     }
     return out
   }
@@ -183,16 +186,13 @@ export class Blockstore {
       else lookups.push(i)
     }
     const generation = this.readGeneration
-    for (let at = 0; at < lookups.length; at += LOOKUP_BATCH) {
-      const part = lookups.slice(at, at + LOOKUP_BATCH)
-      const values = await this.db.getMany(part.map(i => digestKey(digests[i]!)))
-      values.forEach((v, j) => {
-        if (v == null) return
-        const entry = decodeLocation(v)
-        locations[part[j]!] = entry
-        this.remember(ids[part[j]!]!, entry, generation)
-      })
-    }
+    const values = await this.getIndexMany(lookups.map(i => digestKey(digests[i]!)))
+    values.forEach((v, j) => {
+      if (v == null) return
+      const entry = decodeLocation(v)
+      locations[lookups[j]!] = entry
+      this.remember(ids[lookups[j]!]!, entry, generation)
+    })
     return locations
   }
 
@@ -273,11 +273,8 @@ export class Blockstore {
       if (this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true || this.recentLocation(ids[i]!) != null) out[i] = true
       else if (!memoryOnly) look.push(i)
     }
-    for (let at = 0; at < look.length; at += LOOKUP_BATCH) {
-      const part = look.slice(at, at + LOOKUP_BATCH)
-      const values = await this.db.getMany(part.map(i => keys[i]!))
-      values.forEach((v, j) => { if (v != null) out[part[j]!] = true })
-    }
+    const values = await this.getIndexMany(look.map(i => keys[i]!))
+    values.forEach((v, j) => { if (v != null) out[look[j]!] = true })
     return out
   }
 
