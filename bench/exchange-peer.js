@@ -8,6 +8,9 @@
 //       {"type":"stopped","transfer":{...}}.
 //   node bench/exchange-peer.js pull --data-dir D --peer MULTIADDR --root CID [--compression on|off] [--window BYTES]
 //       connects (untimed), then times exchange.pull(root); last line {"seconds","mibPerSec",...result}.
+//   EXCHANGE_LOG=1: the exchange's debug log on stderr, each line prefixed with seconds since the
+//       process started (the pull's phases: root block, skeleton, all blocks, stored; its state once
+//       a second).
 import '../dist/util/polyfill.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNode, startNode } from '../dist/net/node.js'
