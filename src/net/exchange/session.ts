@@ -56,8 +56,14 @@ export interface SessionHost {
 }
 
 const DEFAULTS = { window: 8 * 1024 * 1024, requestTimeout: 10_000, maxTimeouts: 3, findTimeout: 30_000, maxUnstored: 4 * 1024 * 1024 }
-/** Verified blocks are stored (and announced to peers) at this many bytes, and on every tick. */
-const FLUSH_BYTES = 1024 * 1024
+/**
+ * Verified blocks are stored at this many bytes, and on every tick. Small: a block that waits longer
+ * than a few scavenges is promoted to V8's old space and costs a mark-compact (a host of the fan-out
+ * receiving 2.5 MiB/s held its blocks until the 200 ms tick at 1 MiB; at 256 KiB, N = 16 took
+ * 2.19-2.20x ideal and 92-93 CPU-s, at 1 MiB 2.37-2.38x and 98-100 CPU-s; at 64 KiB 2.56x: too many
+ * small writes).
+ */
+const FLUSH_BYTES = 256 * 1024
 /**
  * Stored leaves are announced to peers at most this often (ms). Every HAVE goes to every peer that
  * follows the root: 16 hosts flushing every 200 ms sent each other ~2 400 HAVEs a second.
