@@ -33,10 +33,19 @@ export function rawCid (bytes: Uint8Array): CID {
  * are views of `bytes`.
  */
 export function leafCidFromBytes (bytes: Uint8Array): CID {
-  if (bytes.length !== 36 || bytes[0] !== 1 || bytes[1] !== RAW_CODE || bytes[2] !== BLAKE3_CODE || bytes[3] !== 32) {
-    throw new InvalidCidError('not the bytes of a raw BLAKE3 CIDv1')
-  }
-  return new CID(1, RAW_CODE, new Digest.Digest(BLAKE3_CODE, 32, bytes.subarray(4), bytes.subarray(2)), bytes)
+  if (bytes[1] !== RAW_CODE || !isOurCid(bytes)) throw new InvalidCidError('not the bytes of a raw BLAKE3 CIDv1')
+  return cidView(bytes)
+}
+
+/** 36 bytes: 0x01, raw or dag-cbor, BLAKE3 (0x1e), 32 — every varint one byte. */
+function isOurCid (bytes: Uint8Array): boolean {
+  const code = bytes[1]
+  return bytes.length === 36 && bytes[0] === 1 && (code === RAW_CODE || code === DAG_CBOR_CODE) && bytes[2] === BLAKE3_CODE && bytes[3] === 32
+}
+
+/** The CID whose binary form is `bytes` (isOurCid), its digest and bytes views of them. */
+function cidView (bytes: Uint8Array): CID {
+  return new CID(1, bytes[1]!, new Digest.Digest(BLAKE3_CODE, 32, bytes.subarray(4), bytes.subarray(2)), bytes)
 }
 
 /**
@@ -47,11 +56,7 @@ export function leafCidFromBytes (bytes: Uint8Array): CID {
  * through CID.decode (and its errors).
  */
 export function decodeCid (bytes: Uint8Array): CID {
-  const code = bytes[1]
-  if (bytes.length === 36 && bytes[0] === 1 && (code === RAW_CODE || code === DAG_CBOR_CODE) && bytes[2] === BLAKE3_CODE && bytes[3] === 32) {
-    return new CID(1, code, new Digest.Digest(BLAKE3_CODE, 32, bytes.subarray(4), bytes.subarray(2)), bytes)
-  }
-  return CID.decode(bytes)
+  return isOurCid(bytes) ? cidView(bytes) : CID.decode(bytes)
 }
 
 /** The CIDv1 of a dag-cbor node's encoded bytes. */
