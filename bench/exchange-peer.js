@@ -7,10 +7,12 @@
 //       prints {"type":"ready","peerId","addresses"}; serves until SIGTERM, then prints
 //       {"type":"stopped","transfer":{...}}.
 //   node bench/exchange-peer.js pull --data-dir D --peer MULTIADDR --root CID [--compression on|off] [--window BYTES]
+//       [--max-unstored BYTES]
 //       connects (untimed), then times exchange.pull(root); last line {"seconds","mibPerSec",...result}.
 //   EXCHANGE_LOG=1: the exchange's debug log on stderr, each line prefixed with seconds since the
 //       process started (the pull's phases: root block, skeleton, all blocks, stored; its state once
-//       a second).
+//       a second), and the event loop's utilization (the server's every 0.5 s, the pull's over the
+//       pull): near 1, that process is the bottleneck.
 import '../dist/util/polyfill.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNode, startNode } from '../dist/net/node.js'
@@ -28,7 +30,8 @@ const store = await openStore(String(args['data-dir']))
 const node = await createNode({ listen: [String(args.listen ?? '/ip4/127.0.0.1/tcp/0')], mdns: false })
 await startNode(node)
 const window = args.window != null ? Number(args.window) : undefined // per-peer request window of a pull
-const exchange = createExchange({ libp2p: node, blockstore: store.blocks }, { compression, window, log: process.env.EXCHANGE_LOG ? (m) => console.error(`${(performance.now() / 1000).toFixed(3)} ${m}`) : undefined })
+const maxUnstored = args['max-unstored'] != null ? Number(args['max-unstored']) : undefined
+const exchange = createExchange({ libp2p: node, blockstore: store.blocks }, { compression, window, maxUnstored, log: process.env.EXCHANGE_LOG ? (m) => console.error(`${(performance.now() / 1000).toFixed(3)} ${m}`) : undefined })
 await exchange.start()
 const stop = async () => {
   await exchange.stop()
@@ -37,6 +40,15 @@ const stop = async () => {
 }
 
 if (mode === 'serve') {
+  if (process.env.EXCHANGE_LOG) {
+    let last = performance.eventLoopUtilization()
+    setInterval(() => {
+      const now = performance.eventLoopUtilization()
+      const u = performance.eventLoopUtilization(now, last).utilization
+      last = now
+      if (u > 0.02) console.error(`${(performance.now() / 1000).toFixed(3)} serve: event loop utilization ${u.toFixed(2)}`)
+    }, 500).unref()
+  }
   out({ type: 'ready', peerId: node.peerId.toString(), addresses: node.getMultiaddrs().map(String) })
   await new Promise((resolve) => {
     process.once('SIGTERM', resolve)
@@ -47,9 +59,11 @@ if (mode === 'serve') {
 } else if (mode === 'pull') {
   await node.dial(multiaddr(String(args.peer)))
   const t0 = performance.now()
+  const elu0 = performance.eventLoopUtilization()
   if (process.env.EXCHANGE_LOG) console.error(`${(t0 / 1000).toFixed(3)} pull starts`)
   const r = await exchange.pull(parseCid(String(args.root)))
   const seconds = (performance.now() - t0) / 1000
+  if (process.env.EXCHANGE_LOG) console.error(`pull: event loop utilization ${performance.eventLoopUtilization(elu0).utilization.toFixed(2)}`)
   await stop()
   out({ seconds, mibPerSec: r.size / 1048576 / seconds, root: r.root.toString(), size: r.size, blocks: r.blocks,
     bytesFetched: r.bytesFetched, wireBytes: r.wireBytes, peers: r.peers })

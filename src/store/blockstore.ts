@@ -16,6 +16,8 @@ type PendingMap = Map<string, { key: Uint8Array, entry: IndexEntry }>
 
 /** Written blocks are committed (made durable and indexed) at least this often. */
 const COMMIT_BYTES = 64 * 1024 * 1024
+/** Written but not committed, at most: past it, puts wait for the commit in flight (a slow disk). */
+const MAX_PENDING_BYTES = 4 * COMMIT_BYTES
 /** Keys looked up per LevelDB getMany. */
 const LOOKUP_BATCH = 1024
 /** Locations kept in memory (about 150 bytes each: 128k = 2 GiB of 16 KiB blocks in ~20 MiB). */
@@ -38,7 +40,12 @@ export class Blockstore {
   private pendingBytes = 0
   /** Being committed in the background (synced, then indexed); still readable from here. */
   private committing?: PendingMap
+  /** The commit in flight (one at a time). */
   private inflight?: Promise<void>
+  /** A commit asked for while one was in flight: it starts once that one landed. */
+  private queuedCommit?: Promise<void>
+  /** A background commit that failed, not yet reported to a caller. */
+  private commitFailure?: Error
   /** See readGeneration. */
   private generation = 0
   /** Commits finished, landed or failed (putMany compares it). */
@@ -236,10 +243,14 @@ export class Blockstore {
     // the importer hands each segment over without waiting); they are redone under the lock if the
     // index may have changed meanwhile (a commit landed, entries were deleted, a failed write was
     // dropped). Calls still write in call order.
+    // A commit that failed in the background is reported here, to the next writer.
+    this.throwCommitFailure()
+    // The disk syncs slower than we write: wait for the commit in flight before writing more.
+    while (this.pendingBytes >= MAX_PENDING_BYTES && this.inflight != null) await this.inflight.catch(() => {})
     let epoch = this.indexEpoch
     const lookup = this.present(ids, keys, options.fresh === true)
     lookup.catch(() => {})
-    return await this.lock.run(async () => {
+    const { result, written } = await this.lock.run(async () => {
       let present = await lookup
       while (epoch !== this.indexEpoch) {
         epoch = this.indexEpoch
@@ -256,10 +267,44 @@ export class Blockstore {
         stored++
         bytes += block.bytes.length
       }
-      await this.writeLocked()
-      if (this.pendingBytes >= COMMIT_BYTES) await this.startCommit()
-      return { stored, bytes }
+      // Awaited outside the lock: the next call appends and writes while this write is in flight.
+      const written = this.writer.write()
+      written.catch(() => {})
+      if (this.pendingBytes >= COMMIT_BYTES) void this.requestCommit().catch(() => {})
+      // Wrapped: a promise returned as it is would hold the lock until it settles.
+      return { result: { stored, bytes }, written }
     })
+    await this.landed(written)
+    return result
+  }
+
+  /** Waits for a write of the active pack; if it failed, cuts the pack back (see recoverWrites) and throws. */
+  private async landed (written: Promise<void>): Promise<void> {
+    try {
+      await written
+    } catch (err) {
+      await this.lock.run(async () => { await this.recoverWrites() })
+      throw err
+    }
+  }
+
+  /**
+   * After a failed write (a full disk): the pack is cut back to the writes that landed in order
+   * (PackWriter.recover), and the pending entries of records past that are dropped, so no commit can
+   * index bytes that do not exist. Their callers got the error.
+   */
+  private async recoverWrites (): Promise<void> {
+    const writer = this.writer
+    if (!writer.failed) return
+    const length = await writer.recover()
+    // Bytes a concurrent reader located past the cut may be overwritten later.
+    this.generation++
+    for (const [id, { entry }] of this.pending) {
+      if (entry.pack === writer.id && entry.offset >= length) {
+        this.pending.delete(id)
+        this.pendingBytes -= entry.length
+      }
+    }
   }
 
   /**
@@ -291,15 +336,13 @@ export class Blockstore {
   }
 
   /**
-   * Starts making every block written so far durable and visible to later opens, and resolves once
-   * that is done. Unlike `commit`, later puts do not wait for the sync: they go on writing while
-   * the disk syncs (one commit runs at a time; a second starts once the first landed).
+   * Makes every block written so far durable and visible to later opens, without holding up writers:
+   * later puts go on writing while the disk syncs. One commit runs at a time; one asked for while
+   * another is in flight starts when that one lands, and covers everything written by then.
    */
   async commitInBackground (): Promise<void> {
-    const job = await this.lock.run(async () => {
-      await this.startCommit()
-      return this.inflight
-    })
+    // Wrapped: a promise returned as it is would hold the lock until the commit lands.
+    const { job } = await this.lock.run(async () => ({ job: this.requestCommit() }))
     await job
   }
 
@@ -308,16 +351,35 @@ export class Blockstore {
     return this.pending.has(id) || this.committing?.has(id) === true
   }
 
+  /** A commit of everything written so far: started now if none is in flight, else once it lands. */
+  private async requestCommit (): Promise<void> {
+    if (this.inflight == null) {
+      this.launchCommit()
+      await this.inflight
+      return
+    }
+    this.queuedCommit ??= this.inflight.catch(() => {}).then(async () => {
+      const { job } = await this.lock.run(async () => {
+        this.queuedCommit = undefined
+        // A commitLocked meanwhile may have started one.
+        await this.inflight?.catch(() => {})
+        this.launchCommit()
+        return { job: this.inflight }
+      })
+      await job
+    })
+    await this.queuedCommit
+  }
+
   /**
-   * Starts committing what is pending: fdatasync the pack, then write the index entries and the
-   * pack's committed length in one synced batch. Runs in the background so the next blocks are
-   * chunked and written while the disk syncs; one commit at a time (a second waits for the first).
+   * Starts committing what is pending (the caller holds the lock; no commit is in flight): once its
+   * records landed, fdatasync the pack, then write the index entries and the pack's committed length
+   * in one synced batch. In the background: the next blocks are written while the disk syncs.
    */
-  private async startCommit (): Promise<void> {
-    await this.inflight
-    this.inflight = undefined
+  private launchCommit (): void {
     if (this.pending.size === 0) return
-    await this.writeLocked()
+    const landed = this.writer.write()
+    landed.catch(() => {})
     const entries = this.pending
     const length = this.writer.written
     const writer = this.writer
@@ -325,49 +387,43 @@ export class Blockstore {
     this.pendingBytes = 0
     this.committing = entries
     const generation = this.readGeneration
-    const job = (async () => {
+    const job: Promise<void> = (async () => {
+      await landed
       await writer.datasync()
       const batch = this.db.batch()
       for (const { key, entry } of entries.values()) batch.put(key, encodeLocation(entry))
       batch.put(textKey(META, `pack:${writer.id}:length`), Buffer.from(JSON.stringify(length)))
       await batch.write({ sync: true })
       for (const [id, { entry }] of entries) this.remember(id, entry, generation)
-    })().finally(() => {
+    })().catch(err => {
+      // Its blocks are not indexed: the next put or commit reports it, whoever started this one.
+      this.commitFailure ??= err
+      throw err
+    }).finally(() => {
       // Its blocks leave `committing`: indexed now, or not at all if the commit failed.
       this.commitsLanded++
       if (this.committing === entries) this.committing = undefined
+      if (this.inflight === job) this.inflight = undefined
     })
     job.catch(() => {})
     this.inflight = job
   }
 
+  /** Commits everything written so far and waits for it (the caller holds the lock). */
   private async commitLocked (): Promise<void> {
-    await this.startCommit()
-    const job = this.inflight
-    this.inflight = undefined
-    await job
+    await this.inflight?.catch(() => {})
+    this.launchCommit()
+    await this.inflight?.catch(() => {})
+    if (this.writer.failed) await this.recoverWrites()
+    this.throwCommitFailure()
   }
 
-  /**
-   * Writes the queued records. If that fails (a full disk), the writer cuts the pack back to what
-   * was written before; the pending entries of the records that never reached the file are dropped
-   * here, so no later commit can index bytes that do not exist.
-   */
-  private async writeLocked (): Promise<void> {
-    try {
-      await this.writer.write()
-    } catch (err) {
-      // The pack was cut back: bytes a concurrent reader located there may be overwritten later.
-      this.generation++
-      const { id, written } = { id: this.writer.id, written: this.writer.written }
-      for (const [key, { entry }] of this.pending) {
-        if (entry.pack === id && entry.offset >= written) {
-          this.pending.delete(key)
-          this.pendingBytes -= entry.length
-        }
-      }
-      throw err
-    }
+  /** Throws (once) the error of a commit that failed since it was last reported. */
+  private throwCommitFailure (): void {
+    const err = this.commitFailure
+    if (err == null) return
+    this.commitFailure = undefined
+    throw err
   }
 
   private async appendLocked (block: Block): Promise<void> {

@@ -849,9 +849,9 @@ export class PullSession {
     const batch = this.buffer
     this.buffer = []
     this.bufferBytes = 0
+    // Not after the previous flush: the store writes this batch while that one's write is in flight.
     const previous = this.flushing
     const job = (async () => {
-      await previous
       if (batch.length === 0) return
       const bytes = batch.reduce((n, b) => n + b.bytes.length, 0)
       try {
@@ -878,8 +878,10 @@ export class PullSession {
       this.announce(this.remaining === 0)
     })()
     job.catch(err => { this.failure ??= err })
-    this.flushing = job.catch(() => {})
+    this.flushing = Promise.all([previous, job.catch(() => {})]).then(() => {})
     await job
+    // Resolves once every earlier flush is done too.
+    await previous
   }
 
   /** Tells the peers following the root of the leaves stored since the last time, if ANNOUNCE_MS passed (or `now`). */
