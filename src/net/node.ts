@@ -2,6 +2,7 @@ import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@libp2p/noise'
 import { coalescedWrites } from './coalesce.js'
+import { batchYamuxWindowUpdates } from './yamux-window.js'
 import { yamux } from '@libp2p/yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
@@ -115,6 +116,7 @@ export const keepDialableAddresses: PeerInfoMapper = peer => ({
  * started it dials the bootstrap peers in the background.
  */
 export async function createNode (init: NodeInit = {}): Promise<CollectiveNode> {
+  batchYamuxWindowUpdates()
   const privateKey = init.privateKey ?? (init.dataDir != null ? await loadOrCreatePeerKey(init.dataDir, { signal: init.signal }) : undefined)
   const node = await createLibp2p<NodeServices>({
     start: false,
