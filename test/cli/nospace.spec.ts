@@ -4,38 +4,18 @@
  * byte-identical, and gc clears what the failed import left behind.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cli, tempDir, type CliResult } from '../helpers/cli.js'
 import { writeImage, sha256File } from '../helpers/images.js'
+import { mountTmpfs } from '../helpers/tmpfs.js'
 
 const MiB = 1024 * 1024
 
-// Mount at load time so a refusal can skip the file with the real reason (the specs run as root).
-const mountPoint = mkdtempSync(join(tmpdir(), 'cp-nospace-mnt-'))
-let mountError: string | undefined
-try {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', mountPoint], { stdio: 'pipe' })
-} catch (err: any) {
-  mountError = String(err?.stderr ?? err?.message ?? err).trim()
-  rmSync(mountPoint, { recursive: true, force: true })
-  console.warn(`nospace.spec skipped: cannot mount a tmpfs (${mountError})`)
-}
-let mounted = mountError == null
-function unmount (): void {
-  if (!mounted) return
-  mounted = false
-  try {
-    execFileSync('umount', [mountPoint], { stdio: 'pipe' })
-  } catch {
-    execFileSync('umount', ['-l', mountPoint], { stdio: 'pipe' })
-  }
-  rmSync(mountPoint, { recursive: true, force: true })
-}
-// Should the suite be filtered out or interrupted, never leave the tmpfs behind.
-process.once('exit', unmount)
+const tmpfs = mountTmpfs('40m', 'cp-nospace-mnt-')
+const mountPoint = tmpfs.path
+const mountError = tmpfs.error
+const unmount = tmpfs.unmount
+if (mountError != null) console.warn(`nospace.spec skipped: cannot mount a tmpfs (${mountError})`)
 
 
 function expectOneLineError (r: CliResult, code: string, exit: number): void {

@@ -4,14 +4,12 @@
  * system, and a real full disk (a 6 MiB tmpfs).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Blockstore } from '../../src/store/blockstore.js'
 import { rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
+import { mountTmpfs } from '../helpers/tmpfs.js'
 import type { Block } from '../../src/store/interface.js'
 
 const KiB = 1024
@@ -24,28 +22,12 @@ function blocks (seed: string, count: number, size: number): Block[] {
   })
 }
 
-// Mount at load time so a refusal can skip the full-disk case with the real reason (the specs run as root).
-const mountPoint = mkdtempSync(join(tmpdir(), 'cp-writes-mnt-'))
-let mountError: string | undefined
-try {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mountPoint], { stdio: 'pipe' })
-} catch (err: any) {
-  mountError = String(err?.stderr ?? err?.message ?? err).trim()
-  rmSync(mountPoint, { recursive: true, force: true })
-  console.warn(`writes.spec: full-disk case skipped: cannot mount a tmpfs (${mountError})`)
-}
-let mounted = mountError == null
-function unmount (): void {
-  if (!mounted) return
-  mounted = false
-  try {
-    execFileSync('umount', [mountPoint], { stdio: 'pipe' })
-  } catch {
-    execFileSync('umount', ['-l', mountPoint], { stdio: 'pipe' })
-  }
-  rmSync(mountPoint, { recursive: true, force: true })
-}
-process.once('exit', unmount)
+// A refusal skips the full-disk case with the real reason (the specs run as root).
+const tmpfs = mountTmpfs('6m', 'cp-writes-mnt-')
+const mountPoint = tmpfs.path
+const mountError = tmpfs.error
+const unmount = tmpfs.unmount
+if (mountError != null) console.warn(`writes.spec: full-disk case skipped: cannot mount a tmpfs (${mountError})`)
 
 describe('Blockstore writes', () => {
   let dir: string
