@@ -91,17 +91,16 @@ export class PackFiles {
     if (pack != null && pack.reads > 0) await new Promise<void>(resolve => { pack.idle = resolve })
   }
 
-  /** Reads a payload; a short read (a pack cut short under the index) is reported as such. */
+  /**
+   * Reads a payload; a short read (a pack cut short under the index) is reported as such. The
+   * buffer is not zeroed first (every byte is read into it, or it is dropped), and the read is a
+   * raw-fd callback (`readv`), not a FileHandle promise: a seeder reads everything it serves here.
+   */
   async read (loc: Location): Promise<Uint8Array | undefined> {
-    const fd = await this.reader(loc.pack)
-    const buf = new Uint8Array(loc.length)
-    let done = 0
-    while (done < loc.length) {
-      const { bytesRead } = await fd.read(buf, done, loc.length - done, loc.offset + done)
-      if (bytesRead === 0) return undefined
-      done += bytesRead
-    }
-    return buf
+    if (!this.opened.has(loc.pack)) await this.reader(loc.pack)
+    const buf = Buffer.allocUnsafeSlow(loc.length)
+    const n = await this.readv(loc.pack, loc.offset, [buf])
+    return n === loc.length ? buf : undefined
   }
 
   /**

@@ -116,7 +116,8 @@ export class FrameDecoder {
       if (first.length === n) this.chunks.shift()
       else this.chunks[0] = first.subarray(n)
     } else {
-      out = new Uint8Array(n)
+      // Not zeroed first: every byte is copied in below.
+      out = Buffer.allocUnsafeSlow(n)
       let done = 0
       while (done < n) {
         const c = this.chunks[0]!
