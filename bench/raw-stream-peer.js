@@ -8,9 +8,9 @@
 //       prints {"type":"ready","peerId","addresses"}; every stream on /collective-bench/raw/1.0.0
 //       receives the whole file (read in --chunk pieces, default 256 KiB, sent with backpressure);
 //       stops on SIGTERM/SIGINT.
-//   node bench/raw-stream-peer.js fetch --peer MULTIADDR [--listen MULTIADDR]
-//       connects (untimed), then times opening one stream and reading it to its end; last line
-//       {"bytes","seconds","mibPerSec"}.
+//   node bench/raw-stream-peer.js fetch --peer MULTIADDR [--listen MULTIADDR] [--streams N]
+//       connects (untimed), then times opening one stream and reading it to its end, N times in a
+//       row (default 1; the later ones run warm); one line per stream {"stream","bytes","seconds","mibPerSec"}.
 import '../dist/util/polyfill.js'
 import { open } from 'node:fs/promises'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -55,13 +55,16 @@ if (mode === 'serve') {
 } else if (mode === 'fetch') {
   const ma = multiaddr(String(args.peer))
   await node.dial(ma) // connection set up outside the timing, as the daemons are connected before a pull
-  const t0 = performance.now()
-  const stream = await node.dialProtocol(ma, PROTOCOL)
-  let bytes = 0
-  for await (const c of stream) bytes += c.byteLength
-  const seconds = (performance.now() - t0) / 1000
+  const streams = Math.max(1, Number(args.streams ?? 1))
+  for (let i = 0; i < streams; i++) {
+    const t0 = performance.now()
+    const stream = await node.dialProtocol(ma, PROTOCOL)
+    let bytes = 0
+    for await (const c of stream) bytes += c.byteLength
+    const seconds = (performance.now() - t0) / 1000
+    out({ stream: i + 1, bytes, seconds, mibPerSec: bytes / 1048576 / seconds })
+  }
   await node.stop()
-  out({ bytes, seconds, mibPerSec: bytes / 1048576 / seconds })
 } else {
   console.error('usage: raw-stream-peer.js serve|fetch ...')
   process.exit(2)
