@@ -3,7 +3,8 @@
 // single-source HTTP server under the same shaping, in the same run.
 //
 //   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
-//                        [--publisher-nice N] [--skip-http] [--cpu-prof DIR] [--log-dir DIR] [--keep]
+//                        [--publisher-nice N] [--skip-http] [--cpu-prof DIR] [--log-dir DIR]
+//                        [--node-args="FLAGS"] [--keep]
 //
 // Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
 // `eth0` whose peer sits in a bridge namespace on bridge br0; addresses 10.213.0.0/24 exist only
@@ -27,7 +28,9 @@
 //         value. The N hosts crowd the 2 cores; each machine of a real swarm has its own CPU, and
 //         the source's upload is the swarm's bottleneck: starved of CPU, its link idles. 0 = off.
 // --cpu-prof DIR: every daemon writes a V8 CPU profile there (diagnosis; slows them a little).
-// --log-dir DIR: daemons run with DEBUG=collective:* and their stderr goes to DIR/<N>-<host>.log.
+// --log-dir DIR: daemons run with DEBUG=collective:* and their stderr goes to DIR/<N>-<host>.log
+//         (with any stdout line that is not an event, e.g. --trace-gc's).
+// --node-args="FLAGS": node flags for every daemon (diagnosis, e.g. --node-args=--trace-gc with --log-dir).
 // Last stdout line: one JSON object with every row.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
@@ -52,7 +55,12 @@ const compressible = Number(args.compressible ?? 0);
 const skipHttp = Boolean(args['skip-http']);
 const publisherNice = Number(args['publisher-nice'] ?? -10);
 const renice = (pid) => { if (publisherNice !== 0) sh('renice', ['-n', String(publisherNice), '-p', String(pid)]); };
-const nodeArgs = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : [];
+if (args['node-args'] === true) {
+  console.error('--node-args takes its flags after =, e.g. --node-args="--trace-gc"');
+  process.exit(2);
+}
+const nodeArgs = [...(args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : []),
+  ...(typeof args['node-args'] === 'string' ? args['node-args'].split(' ').filter(Boolean) : [])];
 const logDir = args['log-dir'] ? String(args['log-dir']) : null;
 if (logDir) mkdirSync(logDir, { recursive: true });
 const daemonLog = (n, name) => (logDir ? { env: { DEBUG: 'collective:*' }, stderrFile: join(logDir, `${n}-${name}.log`) } : {});

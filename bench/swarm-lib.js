@@ -41,20 +41,21 @@ export class Proc {
     this.child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.pid = this.child.pid;
     let partial = '';
+    const log = stderrFile ? createWriteStream(stderrFile, { flags: 'a' }) : null;
     this.child.stdout.setEncoding('utf8').on('data', (d) => {
       partial += d;
       let nl;
       while ((nl = partial.indexOf('\n')) >= 0) {
         const line = partial.slice(0, nl).trim();
         partial = partial.slice(nl + 1);
-        if (!line.startsWith('{')) continue;
+        // Not an event (e.g. node's --trace-gc): kept in the log file, if any.
+        if (!line.startsWith('{')) { log?.write(`${line}\n`); continue; }
         let ev;
         try { ev = JSON.parse(line); } catch { continue; }
         this.events.push(ev);
         for (const w of [...this.waiters]) if (w.pred(ev)) { this.waiters.splice(this.waiters.indexOf(w), 1); w.resolve(ev); }
       }
     });
-    const log = stderrFile ? createWriteStream(stderrFile, { flags: 'a' }) : null;
     this.child.stderr.setEncoding('utf8').on('data', (d) => { this.stderr = (this.stderr + d).slice(-8000); log?.write(d); });
     this.child.on('close', () => log?.end());
     this.closed = new Promise((resolve) => {
