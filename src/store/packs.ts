@@ -341,13 +341,8 @@ export class PackWriter {
     return done
   }
 
-  /** Bytes handed to writes (queued records excluded); they are all in the file once `landed` resolves. */
+  /** Bytes handed to writes (queued records excluded); all in the file once the last write's promise resolves. */
   get written (): number { return this.length }
-
-  /** Resolves once every write issued so far landed; rejects if one failed. */
-  async landed (): Promise<void> {
-    await this.tail
-  }
 
   get failed (): boolean { return this.failure != null }
 
