@@ -239,14 +239,14 @@ export class Blockstore {
     }
     const ids = blocks.map(b => blockId(b.cid))
     const keys = blocks.map(b => blockKey(b.cid))
-    // The index lookups start now, while the calls ahead hold the lock (they overlap their writes:
-    // the importer hands each segment over without waiting); they are redone under the lock if the
-    // index may have changed meanwhile (a commit landed, entries were deleted, a failed write was
-    // dropped). Calls still write in call order.
     // A commit that failed in the background is reported here, to the next writer.
     this.throwCommitFailure()
     // The disk syncs slower than we write: wait for the commit in flight before writing more.
     while (this.pendingBytes >= MAX_PENDING_BYTES && this.inflight != null) await this.inflight.catch(() => {})
+    // The index lookups start now, while the calls ahead hold the lock (they overlap their writes:
+    // the importer hands each segment over without waiting); they are redone under the lock if the
+    // index may have changed meanwhile (a commit landed, entries were deleted, a failed write was
+    // dropped). Calls still write in call order.
     let epoch = this.indexEpoch
     const lookup = this.present(ids, keys, options.fresh === true)
     lookup.catch(() => {})
