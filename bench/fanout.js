@@ -3,7 +3,7 @@
 // single-source HTTP server under the same shaping, in the same run.
 //
 //   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
-//                        [--publisher-nice N] [--skip-http] [--cpu-prof DIR] [--log-dir DIR]
+//                        [--publisher-nice N] [--skip-http] [--warm] [--cpu-prof DIR] [--log-dir DIR]
 //                        [--node-args="FLAGS"] [--keep]
 //
 // Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
@@ -22,6 +22,10 @@
 //         Time = until the last pull returns. Publisher upload = its `status --json` transfer.bytesSent.
 //   http: bench/http-serve.js in the publisher's namespace serving the raw image file; N `curl` (one
 //         per host namespace) download it at once to a file in the host's dir.
+// --warm: the publisher also holds a second image (other random bytes), and once the first pull is
+//         done the same daemons pull it: row.warm. Fresh daemons spend much of the 2 cores compiling
+//         (V8's TurboFan: ~30 % of all CPU at N = 16, every process compiling the same ~500
+//         functions); daemons of a real swarm run for days, and each host has its own CPU.
 // Ideal time = image size / link rate (every host downloads at its full link rate). The image is
 // random bytes (incompressible; --compressible F fills that fraction of each MiB with text).
 // --publisher-nice N (default -10): the publisher daemon, and the HTTP server, run at this nice
@@ -53,6 +57,7 @@ const sizeMiB = Number(args['size-mib'] ?? 128);
 const rateMbit = Number(args['rate-mbit'] ?? 50);
 const compressible = Number(args.compressible ?? 0);
 const skipHttp = Boolean(args['skip-http']);
+const warmPull = Boolean(args.warm);
 const publisherNice = Number(args['publisher-nice'] ?? -10);
 const renice = (pid) => { if (publisherNice !== 0) sh('renice', ['-n', String(publisherNice), '-p', String(pid)]); };
 if (args['node-args'] === true) {
@@ -162,6 +167,31 @@ const errorLine = (err) => String(err?.message ?? err).trim().split('\n').filter
 const cpuMark = (ps) => new Map(ps.map((p) => [p.pid, cpuSeconds(p.pid) ?? 0]));
 const cpuSince = (ps, before) => ps.reduce((n, p) => n + Math.max(0, (cpuSeconds(p.pid) ?? before.get(p.pid)) - before.get(p.pid)), 0);
 
+/** Every host pulls `root` at once; times from the start of the pulls, and the CPU of `all` meanwhile. */
+async function pullAll(hosts, root, all, timeoutMs) {
+  const cpu0 = cpuMark(all);
+  const t0 = performance.now();
+  // `pull` is sent to each daemon's control socket from here, as the CLI forwards it, without a node
+  // process per host: N CLI processes starting at once on 2 cores took up to 1.1 s to reach their
+  // daemons, a cost of crowding the hosts on one machine that a real host does not pay.
+  const results = await Promise.allSettled(hosts.map(async (h) => {
+    const r = await withTimeout(daemonCli(h.dataDir, ['pull', root]), timeoutMs, `host ${h.i}: pull`);
+    return { i: h.i, seconds: (performance.now() - t0) / 1000, cliSeconds: r.seconds, ...r.result };
+  }));
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuSince(all, cpu0);
+  const failed = results.filter((r) => r.status === 'rejected');
+  const ok = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+  const times = ok.map((r) => r.seconds).sort((x, y) => x - y);
+  return {
+    seconds: round(seconds, 2), vsIdeal: round(seconds / idealSeconds, 2),
+    firstDone: round(times[0], 2), medianDone: round(times[Math.floor(times.length / 2)], 2),
+    pullPeers: ok.map((r) => r.peers),
+    failed: failed.length, errors: failed.slice(0, 3).map((r) => errorLine(r.reason)),
+    cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2),
+  };
+}
+
 async function p2pRun(n, root, pubDir) {
   const runDir = join(dir, `p2p-${n}`);
   mkdirSync(runDir, { recursive: true });
@@ -181,35 +211,26 @@ async function p2pRun(n, root, pubDir) {
     return { i, dataDir: join(runDir, `h${i}`), ...d };
   }));
   const all = [pub.proc, ...hosts.map((h) => h.proc)];
-  const cpu0 = cpuMark(all);
-  const t0 = performance.now();
-  // `pull` is sent to each daemon's control socket from here, as the CLI forwards it, without a node
-  // process per host: N CLI processes starting at once on 2 cores took up to 1.1 s to reach their
-  // daemons, a cost of crowding the hosts on one machine that a real host does not pay.
-  const results = await Promise.allSettled(hosts.map(async (h) => {
-    const r = await withTimeout(daemonCli(h.dataDir, ['pull', root]), timeoutMs, `host ${h.i}: pull`);
-    return { i: h.i, seconds: (performance.now() - t0) / 1000, cliSeconds: r.seconds, ...r.result };
-  }));
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = cpuSince(all, cpu0);
+  const first = await pullAll(hosts, root, all, timeoutMs);
   const pubStatus = (await cli(pubDir, ['status'], { measureRss: false })).result;
   const hostStatus = await Promise.all(hosts.map(async (h) => (await cli(h.dataDir, ['status'], { measureRss: false })).result));
-  await Promise.all(all.map((p) => p.stop()));
-  const failed = results.filter((r) => r.status === 'rejected');
-  const ok = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
-  const times = ok.map((r) => r.seconds).sort((x, y) => x - y);
   const row = {
-    mode: 'p2p', hosts: n, seconds: round(seconds, 2), vsIdeal: round(seconds / idealSeconds, 2),
-    firstDone: round(times[0], 2), medianDone: round(times[Math.floor(times.length / 2)], 2),
+    mode: 'p2p', hosts: n, ...first,
     publisherBytesSent: pubStatus.transfer?.bytesSent ?? null,
     publisherUploadVsSize: round((pubStatus.transfer?.bytesSent ?? NaN) / bytes, 3),
     hostsBytesSent: hostStatus.reduce((s, x) => s + (x.transfer?.bytesSent ?? 0), 0),
     hostsBytesReceived: hostStatus.reduce((s, x) => s + (x.transfer?.bytesReceived ?? 0), 0),
     hostPeers: hostStatus.map((x) => x.peers),
-    pullPeers: ok.map((r) => r.peers),
-    failed: failed.length, errors: failed.slice(0, 3).map((r) => errorLine(r.reason)),
-    cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2),
   };
+  if (warmRoot != null) {
+    // The same daemons pull a second image: a swarm whose daemons have run for a while (V8 has
+    // compiled their hot code), as when a publisher announces a new appliance.
+    const w = await pullAll(hosts, warmRoot, all, timeoutMs);
+    const pubAfter = (await cli(pubDir, ['status'], { measureRss: false })).result;
+    const sent = (pubAfter.transfer?.bytesSent ?? NaN) - (pubStatus.transfer?.bytesSent ?? NaN);
+    row.warm = { ...w, publisherBytesSent: sent, publisherUploadVsSize: round(sent / bytes, 3) };
+  }
+  await Promise.all(all.map((p) => p.stop()));
   rmrf(runDir);
   return row;
 }
@@ -250,6 +271,7 @@ async function httpRun(n, image) {
 
 const rows = [];
 let root;
+let warmRoot;
 try {
   const t0 = performance.now();
   const image = join(dir, 'image.raw');
@@ -257,6 +279,12 @@ try {
   const pubDir = join(dir, 'publisher');
   const imp = await cli(pubDir, ['import', image]);
   root = imp.result.root;
+  if (warmPull) {
+    const image2 = join(dir, 'image2.raw');
+    makeImage(image2, bytes, { compressible });
+    warmRoot = (await cli(pubDir, ['import', image2])).result.root;
+    rmrf(image2);
+  }
   log(`image ${sizeMiB} MiB (${compressible ? `${compressible * 100} % text, rest ` : ''}random), root ${root}, ` +
     `${imp.result.blocks} blocks; links ${rateMbit} Mbit/s each way; ideal time (size/link) ${idealSeconds.toFixed(1)} s`);
   warm(image);
@@ -271,6 +299,12 @@ try {
     log(`p2p  N=${String(n).padStart(2)}: all done in ${p.seconds} s (${p.vsIdeal} x ideal; first ${p.firstDone} s, median ` +
       `${p.medianDone} s), publisher sent ${fmtMiB(p.publisherBytesSent)} MiB (${p.publisherUploadVsSize} x size), ` +
       `CPU ${p.cpuSeconds} s (${Math.round(p.cpuUtilization * 100)} % of 2 cores)${p.failed ? `, ${p.failed} FAILED: ${p.errors[0]}` : ''}`);
+    if (p.warm != null) {
+      const w = p.warm;
+      log(`warm N=${String(n).padStart(2)}: all done in ${w.seconds} s (${w.vsIdeal} x ideal; first ${w.firstDone} s, median ` +
+        `${w.medianDone} s), publisher sent ${fmtMiB(w.publisherBytesSent)} MiB (${w.publisherUploadVsSize} x size), ` +
+        `CPU ${w.cpuSeconds} s (${Math.round(w.cpuUtilization * 100)} % of 2 cores)${w.failed ? `, ${w.failed} FAILED: ${w.errors[0]}` : ''}`);
+    }
     if (!skipHttp) {
       const h = await httpRun(n, image);
       rows.push(h);
@@ -282,8 +316,9 @@ try {
   log('');
   log(`image ${sizeMiB} MiB, links ${rateMbit} Mbit/s, ideal ${idealSeconds.toFixed(1)} s`);
   table(['mode', 'hosts', 'all done s', 'x ideal', 'median s', 'publisher sent MiB', 'x size', 'CPU util'],
-    rows.map((r) => [r.mode, r.hosts, r.seconds, r.vsIdeal, r.medianDone, fmtMiB(r.publisherBytesSent ?? NaN), r.publisherUploadVsSize,
-      r.cpuUtilization ?? '']));
+    rows.flatMap((r) => [r, ...(r.warm != null ? [{ ...r.warm, mode: 'p2p warm', hosts: r.hosts }] : [])])
+      .map((r) => [r.mode, r.hosts, r.seconds, r.vsIdeal, r.medianDone, fmtMiB(r.publisherBytesSent ?? NaN), r.publisherUploadVsSize,
+        r.cpuUtilization ?? '']));
   log(`goals: p2p all-done within 1.3 x ideal; publisher upload <= 1.5 x size (total ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   console.log(JSON.stringify({
     bench: 'fanout', bytes, sizeMiB, rateMbit, compressible, publisherNice, idealSeconds: round(idealSeconds, 2), root,

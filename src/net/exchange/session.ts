@@ -111,6 +111,13 @@ function cost (item: { indices: number[] | null, size: number }): number {
   return item.indices == null ? NODE_COST : item.size
 }
 
+/**
+ * One block the pull needs. Created with every field set (the optional ones undefined): a field added
+ * later gives the object a new hidden class, and items that took different paths (a skeleton node's
+ * `waiter`, a leaf's `next`, `avoid` after ELSEWHERE) made every function that touches items
+ * polymorphic. V8 then threw away its optimized code each time a new shape reached it: at N = 16,
+ * ~130 deoptimizations per host per pull, each followed by a recompile.
+ */
 interface Item {
   cid: CID
   id: string
@@ -295,6 +302,7 @@ export class PullSession {
     this.recount()
     this.rebuildOrder()
     this.schedule()
+    this.host.log?.(`pull ${this.key.slice(-8)}: ${leaves.length} blocks to fetch (${have} leaves local), first requests after ${this.elapsed} ms`)
     await this.guard(new Promise<void>(resolve => {
       const check = (): void => { if (this.remaining === 0) resolve(); else this.wakeup = check }
       check()
@@ -305,7 +313,8 @@ export class PullSession {
     const id = blockId(cid)
     let item = this.items.get(id)
     if (item == null) {
-      item = { cid, id, size, indices, state: 'pending', at: new Set(), holders: 0 }
+      // Every field from the start, so that every item has one hidden class (see Item).
+      item = { cid, id, size, indices, state: 'pending', at: new Set(), holders: 0, requested: false, waiter: undefined, next: undefined, avoid: undefined }
       this.items.set(id, item)
       this.order.push(item)
       this.remaining++
@@ -337,7 +346,7 @@ export class PullSession {
   private peerState (client: PeerClient): PeerState {
     let state = this.peers.get(client.key)
     if (state == null) {
-      state = { client, inflight: new Map(), inflightBytes: 0, window: Math.min(START_WINDOW, this.opts.window), timeouts: 0, dropped: false, cursor: 0, items: [], itemsAt: 0, batchedBytes: 0, plainBytes: 0, lastBlockAt: Date.now(), abandoned: new Set(), delivered: 0, rate: 0, busySince: 0 }
+      state = { client, inflight: new Map(), inflightBytes: 0, window: Math.min(START_WINDOW, this.opts.window), timeouts: 0, dropped: false, cursor: 0, items: [], itemsAt: 0, last: undefined, batchedBytes: 0, plainBytes: 0, lastBlockAt: Date.now(), abandoned: new Set(), delivered: 0, rate: 0, busySince: 0 }
       this.peers.set(client.key, state)
     }
     return state
