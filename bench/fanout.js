@@ -225,6 +225,7 @@ async function p2pRun(n, root, pubDir) {
   if (warmRoot != null) {
     // The same daemons pull a second image: a swarm whose daemons have run for a while (V8 has
     // compiled their hot code), as when a publisher announces a new appliance.
+    log(`N=${n}: first pull done in ${first.seconds} s; the same daemons now pull the second image`);
     const w = await pullAll(hosts, warmRoot, all, timeoutMs);
     const pubAfter = (await cli(pubDir, ['status'], { measureRss: false })).result;
     const sent = (pubAfter.transfer?.bytesSent ?? NaN) - (pubStatus.transfer?.bytesSent ?? NaN);
