@@ -295,6 +295,7 @@ try {
     `publisher and HTTP server at nice ${publisherNice}`);
 
   for (const n of hostCounts) {
+    sync(); // the last run's files (N curl downloads) written out now, not during this one
     const p = await p2pRun(n, root, pubDir);
     rows.push(p);
     log(`p2p  N=${String(n).padStart(2)}: all done in ${p.seconds} s (${p.vsIdeal} x ideal; first ${p.firstDone} s, median ` +
@@ -307,6 +308,7 @@ try {
         `CPU ${w.cpuSeconds} s (${Math.round(w.cpuUtilization * 100)} % of 2 cores)${w.failed ? `, ${w.failed} FAILED: ${w.errors[0]}` : ''}`);
     }
     if (!skipHttp) {
+      sync();
       const h = await httpRun(n, image);
       rows.push(h);
       log(`http N=${String(n).padStart(2)}: all done in ${h.seconds} s (${h.vsIdeal} x ideal; first ${h.firstDone} s), ` +
