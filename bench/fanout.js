@@ -236,6 +236,13 @@ async function p2pRun(n, root, pubDir) {
   return row;
 }
 
+/** One line for a p2p pull of N hosts (`label` p2p or warm). */
+function logPull(label, n, r) {
+  log(`${label} N=${String(n).padStart(2)}: all done in ${r.seconds} s (${r.vsIdeal} x ideal; first ${r.firstDone} s, median ` +
+    `${r.medianDone} s), publisher sent ${fmtMiB(r.publisherBytesSent)} MiB (${r.publisherUploadVsSize} x size), ` +
+    `CPU ${r.cpuSeconds} s (${Math.round(r.cpuUtilization * 100)} % of 2 cores)${r.failed ? `, ${r.failed} FAILED: ${r.errors[0]}` : ''}`);
+}
+
 async function httpRun(n, image) {
   const runDir = join(dir, `http-${n}`);
   mkdirSync(runDir, { recursive: true });
@@ -298,15 +305,8 @@ try {
     sync(); // the last run's files (N curl downloads) written out now, not during this one
     const p = await p2pRun(n, root, pubDir);
     rows.push(p);
-    log(`p2p  N=${String(n).padStart(2)}: all done in ${p.seconds} s (${p.vsIdeal} x ideal; first ${p.firstDone} s, median ` +
-      `${p.medianDone} s), publisher sent ${fmtMiB(p.publisherBytesSent)} MiB (${p.publisherUploadVsSize} x size), ` +
-      `CPU ${p.cpuSeconds} s (${Math.round(p.cpuUtilization * 100)} % of 2 cores)${p.failed ? `, ${p.failed} FAILED: ${p.errors[0]}` : ''}`);
-    if (p.warm != null) {
-      const w = p.warm;
-      log(`warm N=${String(n).padStart(2)}: all done in ${w.seconds} s (${w.vsIdeal} x ideal; first ${w.firstDone} s, median ` +
-        `${w.medianDone} s), publisher sent ${fmtMiB(w.publisherBytesSent)} MiB (${w.publisherUploadVsSize} x size), ` +
-        `CPU ${w.cpuSeconds} s (${Math.round(w.cpuUtilization * 100)} % of 2 cores)${w.failed ? `, ${w.failed} FAILED: ${w.errors[0]}` : ''}`);
-    }
+    logPull('p2p ', n, p);
+    if (p.warm != null) logPull('warm', n, p.warm);
     if (!skipHttp) {
       sync();
       const h = await httpRun(n, image);
