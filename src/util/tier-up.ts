@@ -16,7 +16,7 @@ let done = false
  * stays hot is compiled, with more type feedback. `node bench/fanout.js --hosts 16 --skip-http --warm`,
  * alternating builds: fresh 1.75-1.96x -> 1.63-1.70x ideal, CPU 73-81 -> 68-69 s; warm daemons
  * unchanged (1.43-1.48x), and so is the two-host exchange. The cost is later optimization in fresh
- * processes that are busy from the start: `node bench/update.js --hosts 8` pins in 40.0-43.4 s
+ * processes that are busy from the start: `node bench/update.js --hosts 8` pins in 39.5-43.4 s
  * against 36.8-40.3 s at V8's budget (docs/benchmarks.md). A daemon that has run a while pays
  * neither.
  * A process started with its own --interrupt-budget is left alone.
