@@ -9,10 +9,9 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
 /** What a peer says it holds of a root. */
-/** What a peer holds of a root. Always both fields (`bitfield` undefined for a seed): one hidden class for the pull's hot `has`. */
 export interface PeerHave {
   all: boolean
-  bitfield: Bitfield | undefined
+  bitfield?: Bitfield
 }
 
 export interface ClientHandlers {

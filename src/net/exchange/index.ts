@@ -194,7 +194,7 @@ class Exchange implements BlockExchange {
     // Leaves added to what we knew it held: a pull counts them incrementally (undefined: look again at everything).
     let fresh: number[] | undefined
     if (message.all === true) {
-      client.haves.set(key, { all: true, bitfield: undefined })
+      client.haves.set(key, { all: true })
     } else if (message.bitfield != null && message.count != null) {
       client.haves.set(key, { all: false, bitfield: new Bitfield(message.count, message.bitfield) })
     } else if (message.indices != null) {
@@ -202,7 +202,7 @@ class Exchange implements BlockExchange {
       fresh = []
       for (const i of message.indices) if (i < current.bitfield.size && current.bitfield.set(i)) fresh.push(i)
       if (current.bitfield.full) {
-        client.haves.set(key, { all: true, bitfield: undefined })
+        client.haves.set(key, { all: true })
         fresh = undefined
       }
     } else {
