@@ -11,17 +11,24 @@ const LEVEL = 1
 const SAMPLE = 1024
 const INCOMPRESSIBLE_BITS = 7.2
 
-/** Shannon entropy of the first SAMPLE bytes: ~8 for random or already-compressed data. */
+/**
+ * `-c × log2(c / SAMPLE)` for every count c a byte value can have in the sample: a server looks at
+ * every block it sends, and computing the 250-odd logarithms of a random sample each time was ~3 %
+ * of a loopback pull's CPU (perf: `ieee754::log2`). The same products, summed in the same order,
+ * as computing them each time.
+ */
+const TERMS = Float64Array.from({ length: SAMPLE + 1 }, (_, c) => c === 0 ? 0 : -c * Math.log2(c / SAMPLE))
+/** Counts of the sample's byte values (reused: the entropy runs synchronously). */
+const COUNTS = new Uint32Array(256)
+
+/** Shannon entropy of the first SAMPLE bytes (`bytes` has at least that many): ~8 for random or already-compressed data. */
 function sampleEntropy (bytes: Uint8Array): number {
-  const counts = new Uint32Array(256)
-  const n = Math.min(SAMPLE, bytes.length)
-  for (let i = 0; i < n; i++) counts[bytes[i]!]!++
+  const counts = COUNTS
+  counts.fill(0)
+  for (let i = 0; i < SAMPLE; i++) counts[bytes[i]!]!++
   let bits = 0
-  for (let b = 0; b < 256; b++) {
-    const c = counts[b]!
-    if (c !== 0) bits -= c * Math.log2(c / n)
-  }
-  return bits / n
+  for (let b = 0; b < 256; b++) bits += TERMS[counts[b]!]!
+  return bits / SAMPLE
 }
 
 /** Random or already-compressed at a glance (a few microseconds, where compressing costs tens). */
