@@ -1,6 +1,7 @@
 import { FrameDecoder, ProtocolError } from './frames.js'
 import { decodeMessage, encodeMessageParts, type Message } from './messages.js'
 import type { Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
 
 /** Bytes a channel may queue for sending before `send` waits for the stream to drain. */
 const MAX_QUEUED = 8 * 1024 * 1024
@@ -108,7 +109,9 @@ export class Channel {
       this.bytesOut += bytes
       let accepted: boolean
       try {
-        accepted = this.stream.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
+        // A list, not a copy: the stream queues its buffers, yamux frames views of them, and noise
+        // encrypts them piece by piece (a Buffer.concat here copied every byte sent once more).
+        accepted = this.stream.send(parts.length === 1 ? parts[0]! : new Uint8ArrayList(...parts))
       } catch (err) {
         this.abort(err as Error)
         return
