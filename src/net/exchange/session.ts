@@ -269,20 +269,19 @@ export class PullSession {
   private async fetchLeaves (skeleton: Skeleton): Promise<void> {
     const local = new Bitfield(skeleton.leaves.length)
     const present = await this.host.store.hasMany(skeleton.leaves)
-    const seen = new Set<string>()
     let have = 0
     let previous: Item | undefined
     for (let i = 0; i < skeleton.leaves.length; i++) {
-      const cid = skeleton.leaves[i]!
-      const id = blockId(cid)
       if (present[i] === true) {
         local.set(i)
         have++
         continue
       }
-      if (seen.has(id)) continue
-      seen.add(id)
-      const item = this.addItem(cid, skeleton.leafSizes[i]!, skeleton.index.get(id)!)
+      // A chunk that repeats is one item, made at its first index, for all of them.
+      const id = skeleton.ids[i]!
+      const indices = skeleton.index.get(id)!
+      if (indices[0] !== i) continue
+      const item = this.addItem(skeleton.leaves[i]!, skeleton.leafSizes[i]!, indices, id)
       if (previous != null) previous.next = item
       previous = item
     }
@@ -309,8 +308,7 @@ export class PullSession {
     }))
   }
 
-  private addItem (cid: CID, size: number, indices: number[] | null): Item {
-    const id = blockId(cid)
+  private addItem (cid: CID, size: number, indices: number[] | null, id = blockId(cid)): Item {
     let item = this.items.get(id)
     if (item == null) {
       // Every field from the start, so that every item has one hidden class (see Item).

@@ -12,6 +12,8 @@ export interface Skeleton {
   /** Interior nodes (root excluded), with their encoded sizes. */
   nodes: Array<{ cid: CID, size: number }>
   leaves: CID[]
+  /** `blockId` of each leaf (computed once, here). */
+  ids: string[]
   leafSizes: number[]
   /** blockId → leaf indices (a chunk that repeats is one block at several indices). */
   index: Map<string, number[]>
@@ -40,6 +42,7 @@ export async function loadSkeleton (root: CID, rootBytes: Uint8Array, fetchMany:
     links = next
   }
   const leaves: CID[] = []
+  const ids: string[] = []
   const leafSizes: number[] = []
   const index = new Map<string, number[]>()
   for (const [cid, length] of links) {
@@ -49,7 +52,8 @@ export async function loadSkeleton (root: CID, rootBytes: Uint8Array, fetchMany:
     if (at != null) at.push(leaves.length)
     else index.set(id, [leaves.length])
     leaves.push(cid)
+    ids.push(id)
     leafSizes.push(length)
   }
-  return { root, disk, nodes, leaves, leafSizes, index }
+  return { root, disk, nodes, leaves, ids, leafSizes, index }
 }
