@@ -2,7 +2,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { BLAKE3_CODE, DAG_CBOR_CODE, RAW_CODE, cborCid } from './hash.js'
 import { InvalidNodeError } from '../errors.js'
-import { decodeDagCbor } from './cbor.js'
+import { decodeDagCbor, readCanonicalNode } from './cbor.js'
 import type { ChunkerParams } from './chunker/interface.js'
 
 /** No block (leaf or node) is ever larger than this; peers and decoders refuse bigger ones. */
@@ -107,11 +107,13 @@ export function decodeRoot (bytes: Uint8Array): DiskRoot {
  */
 export function decodeNode (bytes: Uint8Array, level: number, length: number): DiskNode {
   if (bytes.length > MAX_BLOCK_SIZE) fail('larger than the block limit')
-  let value: any
-  try {
-    value = decodeDagCbor(bytes)
-  } catch (err) {
-    fail(`not dag-cbor (${(err as Error).message})`)
+  let value: any = readCanonicalNode(bytes)
+  if (value == null) {
+    try {
+      value = decodeDagCbor(bytes)
+    } catch (err) {
+      fail(`not dag-cbor (${(err as Error).message})`)
+    }
   }
   if (value == null || typeof value !== 'object' || Array.isArray(value) || Object.keys(value).length !== 1) fail('not a {links} map')
   const links = decodeLinks(value.links, level === 1 ? RAW_CODE : DAG_CBOR_CODE)

@@ -1,9 +1,9 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { encodeFrame, frameHeader, ProtocolError, MAX_CONTROL_FRAME, type Frame } from './frames.js'
-import { BLAKE3_CODE, DAG_CBOR_CODE, RAW_CODE, decodeCid } from '../../dag/hash.js'
+import { BLAKE3_CODE, decodeCid } from '../../dag/hash.js'
 import { varintLength, writeVarint } from './codec.js'
-import { decodeDagCbor } from '../../dag/cbor.js'
+import { decodeDagCbor, headLength, writeHead, cidLength, writeCid, readCanonicalHead, readCanonicalCid } from '../../dag/cbor.js'
 
 export const PROTOCOL = '/collective/blocks/1.0.0'
 export const PROTOCOL_VERSION = 1
@@ -119,43 +119,8 @@ export function encodeMessageParts (m: Message): Uint8Array[] {
 // order, a longer integer form, a CID that is not a 36-byte BLAKE3 CIDv1) goes through the generic
 // decoder and its checks, so what is accepted, and how it is read, does not change.
 
-const CID_TAG_HEAD = [0xd8, 0x2a] // tag 42
 /** Key "c", "i", "p", "r" as CBOR text strings of one byte. */
 const KEY = { c: 0x63, i: 0x69, p: 0x70, r: 0x72 } as const
-
-/** Bytes of a CBOR head (major type, argument) in its shortest form. */
-function headLength (value: number): number {
-  return value < 24 ? 1 : value < 0x100 ? 2 : value < 0x10000 ? 3 : value < 0x100000000 ? 5 : 9
-}
-
-function writeHead (out: Uint8Array, at: number, major: number, value: number): number {
-  const m = major << 5
-  if (value < 24) { out[at] = m | value; return at + 1 }
-  if (value < 0x100) { out[at] = m | 24; out[at + 1] = value; return at + 2 }
-  if (value < 0x10000) { out[at] = m | 25; out[at + 1] = value >>> 8; out[at + 2] = value & 0xff; return at + 3 }
-  if (value < 0x100000000) {
-    out[at] = m | 26
-    new DataView(out.buffer, out.byteOffset + at + 1, 4).setUint32(0, value)
-    return at + 5
-  }
-  out[at] = m | 27
-  new DataView(out.buffer, out.byteOffset + at + 1, 8).setBigUint64(0, BigInt(value))
-  return at + 9
-}
-
-/** A CID as DAG-CBOR: tag 42, a byte string of 0x00 and its bytes. */
-function cidLength (c: CID): number {
-  return 2 + headLength(c.bytes.length + 1) + 1 + c.bytes.length
-}
-
-function writeCid (out: Uint8Array, at: number, c: CID): number {
-  out[at++] = CID_TAG_HEAD[0]!
-  out[at++] = CID_TAG_HEAD[1]!
-  at = writeHead(out, at, 2, c.bytes.length + 1)
-  out[at++] = 0
-  out.set(c.bytes, at)
-  return at + c.bytes.length
-}
 
 /** `dagCbor.encode({ c: cids })`, or with `p: priority`, byte for byte. */
 export function encodeCidList (cids: CID[], priority?: number): Uint8Array {
@@ -191,44 +156,18 @@ export function encodeHaveIndices (root: CID, indices: number[]): Uint8Array {
   return out
 }
 
-/** Reads a CBOR head of `major` in its shortest form at `at` (value up to 2^32 - 1); undefined otherwise. */
-function readHead (b: Uint8Array, at: number, major: number): [number, number] | undefined {
-  const first = b[at]
-  if (first == null || first >> 5 !== major) return undefined
-  const info = first & 0x1f
-  if (info < 24) return [info, at + 1]
-  if (info === 24 && at + 1 < b.length && b[at + 1]! >= 24) return [b[at + 1]!, at + 2]
-  if (info === 25 && at + 2 < b.length) {
-    const v = (b[at + 1]! << 8) | b[at + 2]!
-    return v >= 0x100 ? [v, at + 3] : undefined
-  }
-  if (info === 26 && at + 4 < b.length) {
-    const v = ((b[at + 1]! << 24) >>> 0) + ((b[at + 2]! << 16) | (b[at + 3]! << 8) | b[at + 4]!)
-    return v >= 0x10000 ? [v, at + 5] : undefined
-  }
-  return undefined
-}
-
-/** A 36-byte BLAKE3 CIDv1 at `at` in the form `writeCid` writes; undefined for anything else. */
-function readCid (b: Uint8Array, at: number): [CID, number] | undefined {
-  if (b[at] !== 0xd8 || b[at + 1] !== 0x2a || b[at + 2] !== 0x58 || b[at + 3] !== 37 || b[at + 4] !== 0 || at + 41 > b.length) return undefined
-  const bytes = b.subarray(at + 5, at + 41)
-  if (bytes[0] !== 1 || bytes[2] !== BLAKE3_CODE || bytes[3] !== 32 || (bytes[1] !== RAW_CODE && bytes[1] !== DAG_CBOR_CODE)) return undefined
-  return [decodeCid(bytes), at + 41]
-}
-
 /**
  * `{ c: cids }` (or with `p`, a priority 0..2, when `withPriority`) in the canonical form, with 1 to
  * MAX_LIST of our CIDs; undefined for anything else (the generic decoder then decides).
  */
 function decodeCidList (b: Uint8Array, withPriority: boolean): { cids: CID[], priority: number } | undefined {
   if (b.length > MAX_CONTROL_FRAME || b[0] !== (withPriority ? 0xa2 : 0xa1) || b[1] !== 0x61 || b[2] !== KEY.c) return undefined
-  const head = readHead(b, 3, 4)
+  const head = readCanonicalHead(b, 3, 4)
   if (head == null || head[0] < 1 || head[0] > MAX_LIST) return undefined
   let at = head[1]
   const cids = new Array<CID>(head[0])
   for (let k = 0; k < cids.length; k++) {
-    const c = readCid(b, at)
+    const c = readCanonicalCid(b, at)
     if (c == null) return undefined
     cids[k] = c[0]
     at = c[1]
@@ -246,18 +185,18 @@ function decodeCidList (b: Uint8Array, withPriority: boolean): { cids: CID[], pr
 /** `{ i: indices, r: root }` in the canonical form (at most MAX_LIST * 4 indices); undefined for anything else. */
 function decodeHaveIndices (b: Uint8Array): { root: CID, indices: number[] } | undefined {
   if (b.length > MAX_CONTROL_FRAME || b[0] !== 0xa2 || b[1] !== 0x61 || b[2] !== KEY.i) return undefined
-  const head = readHead(b, 3, 4)
+  const head = readCanonicalHead(b, 3, 4)
   if (head == null || head[0] > MAX_LIST * 4) return undefined
   let at = head[1]
   const indices = new Array<number>(head[0])
   for (let k = 0; k < indices.length; k++) {
-    const v = readHead(b, at, 0)
+    const v = readCanonicalHead(b, at, 0)
     if (v == null) return undefined
     indices[k] = v[0]
     at = v[1]
   }
   if (b[at] !== 0x61 || b[at + 1] !== KEY.r) return undefined
-  const root = readCid(b, at + 2)
+  const root = readCanonicalCid(b, at + 2)
   return root != null && root[1] === b.length ? { root: root[0], indices } : undefined
 }
 
