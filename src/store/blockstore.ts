@@ -180,7 +180,11 @@ export class Blockstore {
     const found = locations.flatMap((l, i) => l == null ? [] : [i])
     const out: Array<Uint8Array | undefined> = new Array(cids.length)
     if (found.length === 0) return out
-    const blocks = await this.packs.readMany(found.map(i => locations[i]!))
+    // What this process wrote to the active pack and has landed is in the page cache (a host of a
+    // swarm serves what it just received): read synchronously (PackFiles.readMany).
+    const writer = this.writer
+    const warm = (loc: Location): boolean => loc.pack === writer.id && loc.offset >= writer.writtenFrom && loc.offset + loc.length <= writer.landed
+    const blocks = await this.packs.readMany(found.map(i => locations[i]!), warm)
     found.forEach((i, k) => {
       const bytes = blocks[k]
       if (bytes != null && verifyBlock(cids[i]!, bytes)) out[i] = bytes

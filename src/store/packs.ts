@@ -17,6 +17,19 @@ const COALESCE_GAP = 4096
 /** readMany: the most one coalesced pread reads. */
 const COALESCE_MAX = 8 * 1024 * 1024
 
+/**
+ * Synchronous reads (`readvNow`, for bytes almost surely in the page cache) copy at most this much
+ * at once on the event loop; larger reads go to the threadpool all the same.
+ */
+export const SYNC_RUN_MAX = 1024 * 1024
+/**
+ * A batch of synchronous reads that took this long (ms) means the page cache had dropped the
+ * bytes, or the machine is swapping: none for SYNC_BACKOFF_MS then (the event loop must not wait
+ * on disks).
+ */
+const SLOW_SYNC_READ_MS = 50
+const SYNC_BACKOFF_MS = 10_000
+
 /** PackWriter: record headers are cut from chunks of this size. */
 const HEADER_CHUNK = 64 * 1024
 
@@ -55,6 +68,8 @@ export class PackFiles {
    * earlier may then name a pack that is gone. Caches of locations compare it (Blockstore.readGeneration).
    */
   generation = 0
+  /** No synchronous reads before this (performance.now()); see SLOW_SYNC_READ_MS. */
+  private syncAfter = 0
 
   constructor (dir: string) {
     this.dir = dir
@@ -103,11 +118,27 @@ export class PackFiles {
     return n === loc.length ? buf : undefined
   }
 
+  /** Whether synchronous reads may run now (not within SYNC_BACKOFF_MS of a slow batch). */
+  get syncReads (): boolean {
+    return this.syncAfter === 0 || performance.now() >= this.syncAfter
+  }
+
+  /** Reports a batch of synchronous reads begun at `started` (performance.now()); a slow one stops them for a while. */
+  syncReadsTook (started: number): void {
+    const done = performance.now()
+    this.syncAfter = done - started > SLOW_SYNC_READ_MS ? done + SYNC_BACKOFF_MS : 0
+  }
+
   /**
    * Reads many payloads; those within COALESCE_GAP of each other in the same pack are read with one
    * pread (their record headers are read and skipped). Undefined where a pack was cut short.
+   *
+   * Spans for which `warm` is true (bytes this process wrote lately: in the page cache) and of at
+   * most SYNC_RUN_MAX are read at once with a synchronous preadv, as the NBD export reads warm leaves:
+   * a seeder re-serving what it just received made a threadpool round trip per block (futex wake-ups
+   * and context switches in two threads, per 16 KiB). Everything else goes to the threadpool.
    */
-  async readMany (locations: Location[]): Promise<Array<Uint8Array | undefined>> {
+  async readMany (locations: Location[], warm?: (loc: Location) => boolean): Promise<Array<Uint8Array | undefined>> {
     const out: Array<Uint8Array | undefined> = new Array(locations.length)
     const order = locations.map((_, i) => i).sort((a, b) => {
       const x = locations[a]!
@@ -115,6 +146,15 @@ export class PackFiles {
       return x.pack - y.pack || x.offset - y.offset
     })
     const reads: Array<Promise<void>> = []
+    let syncStarted: number | undefined
+    const readNow = (span: Location): Uint8Array | undefined => {
+      if (syncStarted === undefined) {
+        if (!this.syncReads) return undefined
+        syncStarted = performance.now()
+      }
+      const buf = Buffer.allocUnsafeSlow(span.length)
+      return this.readvNow(span.pack, span.offset, [buf]) === span.length ? buf : undefined
+    }
     for (let i = 0; i < order.length;) {
       const first = locations[order[i]!]!
       let end = first.offset + first.length
@@ -126,15 +166,19 @@ export class PackFiles {
         j++
       }
       const members = order.slice(i, j)
-      reads.push((async () => {
-        const span = await this.read({ pack: first.pack, offset: first.offset, length: end - first.offset })
+      const span = { pack: first.pack, offset: first.offset, length: end - first.offset }
+      const place = (bytes: Uint8Array | undefined): void => {
         for (const k of members) {
           const loc = locations[k]!
-          out[k] = span?.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length)
+          out[k] = bytes?.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length)
         }
-      })())
+      }
+      const now = warm != null && span.length <= SYNC_RUN_MAX && warm(span) ? readNow(span) : undefined
+      if (now != null) place(now)
+      else reads.push(this.read(span).then(place))
       i = j
     }
+    if (syncStarted !== undefined) this.syncReadsTook(syncStarted)
     await Promise.all(reads)
     return out
   }
@@ -251,7 +295,14 @@ export class PackWriter {
     this.fd = fd
     this.length = length
     this.landedLength = length
+    this.writtenFrom = length
   }
+
+  /** Where this process started writing the pack: bytes from here to `landed` are its own writes (in the page cache). */
+  readonly writtenFrom: number
+
+  /** The end of the writes that landed, in order. */
+  get landed (): number { return this.landedLength }
 
   static async open (files: PackFiles, id: number, committedLength: number): Promise<PackWriter> {
     try {

@@ -5,6 +5,7 @@ import { DiskReader } from '../../dag/reader.js'
 import { decodeNode, type Link } from '../../dag/node.js'
 import { BLAKE3_CODE, RAW_CODE } from '../../dag/hash.js'
 import { Blockstore } from '../../store/blockstore.js'
+import { SYNC_RUN_MAX } from '../../store/packs.js'
 import { AbortError, HashMismatchError } from '../../errors.js'
 import type { ExportBlocks } from '../disk-exports.js'
 import type { NbdExport, NbdExtent } from '../interface.js'
@@ -29,15 +30,11 @@ const RETRIES = 3
  * page cache, and a 256 KiB copy (~25 µs) costs less than the handoff to libuv's threadpool and back
  * (futex wake-ups and context switches: a fifth of the CPU time of a sequential read; random 4 KiB
  * reads went from 0.7x to 1.5x qemu-nbd's rate). Other reads, which may wait for the disk, go to the
- * threadpool, and so does everything for SYNC_BACKOFF_MS after a synchronous read took
- * SLOW_SYNC_READ_MS (the page cache had dropped it, or the machine is swapping): the event loop must
- * not wait on disks.
+ * threadpool, and so does everything for a while after synchronous reads were slow (the page cache
+ * had dropped them, or the machine is swapping; `PackFiles.syncReads`, shared with the store's
+ * serving reads): the event loop must not wait on disks.
  */
 const RECENT_MS = 30_000
-/** Larger runs go to the threadpool all the same: the event loop never copies more than this at once. */
-const SYNC_RUN_MAX = 1024 * 1024
-const SLOW_SYNC_READ_MS = 50
-const SYNC_BACKOFF_MS = 10_000
 /** Where the record headers between coalesced leaves are read to (never looked at). */
 const JUNK = Buffer.allocUnsafe(COALESCE_GAP)
 const junkViews: Buffer[] = []
@@ -153,8 +150,6 @@ export class DagExport implements NbdExport {
   private readonly tree: TreeNode
   /** Nodes below the root, least recently used first. */
   private readonly lru = new Map<TreeNode, undefined>()
-  /** Warm leaves go to the threadpool until then (performance.now()); 0: read them synchronously. */
-  private syncAfter = 0
 
   private constructor (reader: DiskReader, blocks: ExportBlocks) {
     this.reader = reader
@@ -277,14 +272,13 @@ export class DagExport implements NbdExport {
    */
   private readWarm (plan: Plan): boolean {
     const store = this.store
-    if (store != null && plan.runs.length > 0 && (this.syncAfter === 0 || plan.now >= this.syncAfter)) {
+    if (store != null && plan.runs.length > 0 && store.packs.syncReads) {
       let cold: Run[] | undefined
       for (const r of plan.runs) {
         const n = r.cold || r.end - r.position > SYNC_RUN_MAX ? undefined : store.packs.readvNow(r.pack, r.position, r.buffers)
         if (n !== r.end - r.position) (cold ??= []).push(r)
       }
-      const done = performance.now()
-      this.syncAfter = done - plan.now > SLOW_SYNC_READ_MS ? done + SYNC_BACKOFF_MS : 0
+      store.packs.syncReadsTook(plan.now)
       plan.runs = cold ?? []
     }
     return plan.runs.length === 0 && plan.checks == null && plan.fetches == null
