@@ -167,10 +167,28 @@ const errorLine = (err) => String(err?.message ?? err).trim().split('\n').filter
 const cpuMark = (ps) => new Map(ps.map((p) => [p.pid, cpuSeconds(p.pid) ?? 0]));
 const cpuSince = (ps, before) => ps.reduce((n, p) => n + Math.max(0, (cpuSeconds(p.pid) ?? before.get(p.pid)) - before.get(p.pid)), 0);
 
-/** Every host pulls `root` at once; times from the start of the pulls, and the CPU of `all` meanwhile. */
-async function pullAll(hosts, root, all, timeoutMs) {
+/** Bytes the publisher daemon has sent so far (its status through the control socket). */
+const publisherSent = async (pubDir) => (await daemonCli(pubDir, ['status'])).result.transfer?.bytesSent ?? NaN;
+
+/**
+ * Every host pulls `root` at once; times from the start of the pulls, the CPU of `all` meanwhile,
+ * and when the publisher had sent 10, 50, 90 and 100 % of the image (sampled every 0.5 s): every
+ * block leaves the publisher at least once, so its link bounds the swarm, and these say when it was
+ * not busy (the start, or the end).
+ */
+async function pullAll(hosts, root, all, timeoutMs, pubDir) {
   const cpu0 = cpuMark(all);
+  const sent0 = await publisherSent(pubDir);
   const t0 = performance.now();
+  const samples = [];
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const b = await publisherSent(pubDir).catch(() => NaN);
+      samples.push([(performance.now() - t0) / 1000, b - sent0]);
+    }
+  })();
   // `pull` is sent to each daemon's control socket from here, as the CLI forwards it, without a node
   // process per host: N CLI processes starting at once on 2 cores took up to 1.1 s to reach their
   // daemons, a cost of crowding the hosts on one machine that a real host does not pay.
@@ -180,6 +198,10 @@ async function pullAll(hosts, root, all, timeoutMs) {
   }));
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSince(all, cpu0);
+  sampling = false;
+  await sampler;
+  const reached = (f) => { const x = samples.find(([, b]) => b >= f * bytes); return x ? round(x[0], 1) : null; };
+  const publisherAt = { p10: reached(0.1), p50: reached(0.5), p90: reached(0.9), p100: reached(1) };
   const failed = results.filter((r) => r.status === 'rejected');
   const ok = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
   const times = ok.map((r) => r.seconds).sort((x, y) => x - y);
@@ -188,7 +210,7 @@ async function pullAll(hosts, root, all, timeoutMs) {
     firstDone: round(times[0], 2), medianDone: round(times[Math.floor(times.length / 2)], 2),
     pullPeers: ok.map((r) => r.peers),
     failed: failed.length, errors: failed.slice(0, 3).map((r) => errorLine(r.reason)),
-    cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2),
+    cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2), publisherAt,
   };
 }
 
@@ -211,7 +233,7 @@ async function p2pRun(n, root, pubDir) {
     return { i, dataDir: join(runDir, `h${i}`), ...d };
   }));
   const all = [pub.proc, ...hosts.map((h) => h.proc)];
-  const first = await pullAll(hosts, root, all, timeoutMs);
+  const first = await pullAll(hosts, root, all, timeoutMs, pubDir);
   const pubStatus = (await cli(pubDir, ['status'], { measureRss: false })).result;
   const hostStatus = await Promise.all(hosts.map(async (h) => (await cli(h.dataDir, ['status'], { measureRss: false })).result));
   const row = {
@@ -226,7 +248,7 @@ async function p2pRun(n, root, pubDir) {
     // The same daemons pull a second image: a swarm whose daemons have run for a while (V8 has
     // compiled their hot code), as when a publisher announces a new appliance.
     log(`N=${n}: first pull done in ${first.seconds} s; the same daemons now pull the second image`);
-    const w = await pullAll(hosts, warmRoot, all, timeoutMs);
+    const w = await pullAll(hosts, warmRoot, all, timeoutMs, pubDir);
     const pubAfter = (await cli(pubDir, ['status'], { measureRss: false })).result;
     const sent = (pubAfter.transfer?.bytesSent ?? NaN) - (pubStatus.transfer?.bytesSent ?? NaN);
     row.warm = { ...w, publisherBytesSent: sent, publisherUploadVsSize: round(sent / bytes, 3) };
@@ -241,6 +263,8 @@ function logPull(label, n, r) {
   log(`${label} N=${String(n).padStart(2)}: all done in ${r.seconds} s (${r.vsIdeal} x ideal; first ${r.firstDone} s, median ` +
     `${r.medianDone} s), publisher sent ${fmtMiB(r.publisherBytesSent)} MiB (${r.publisherUploadVsSize} x size), ` +
     `CPU ${r.cpuSeconds} s (${Math.round(r.cpuUtilization * 100)} % of 2 cores)${r.failed ? `, ${r.failed} FAILED: ${r.errors[0]}` : ''}`);
+  const at = r.publisherAt;
+  if (at != null) log(`${label} N=${String(n).padStart(2)}: publisher had sent 10 / 50 / 90 / 100 % of the image at ${at.p10} / ${at.p50} / ${at.p90} / ${at.p100} s (ideal ${round(0.1 * idealSeconds, 1)} / ${round(0.5 * idealSeconds, 1)} / ${round(0.9 * idealSeconds, 1)} / ${round(idealSeconds, 1)})`);
 }
 
 async function httpRun(n, image) {
