@@ -112,13 +112,6 @@ function cost (item: { indices: number[] | null, size: number }): number {
 }
 
 /**
- * One block the pull needs. Created with every field set (the optional ones undefined): a field added
- * later gives the object a new hidden class, and items that took different paths (a skeleton node's
- * `waiter`, a leaf's `next`, `avoid` after ELSEWHERE) made every function that touches items
- * polymorphic. V8 then threw away its optimized code each time a new shape reached it: at N = 16,
- * ~130 deoptimizations per host per pull, each followed by a recompile.
- */
-/**
  * The `at` of every item not asked of anyone yet: one empty set shared by all of them (a 1 GiB pull
  * has 58 000 items, most waiting), and never added to: `askOf` gives an item its own set first.
  */
@@ -130,6 +123,13 @@ function askOf (item: Item, peer: PeerState): void {
   item.at.add(peer)
 }
 
+/**
+ * One block the pull needs. Created with every field set (the optional ones undefined): a field added
+ * later gives the object a new hidden class, and items that took different paths (a skeleton node's
+ * `waiter`, a leaf's `next`, `avoid` after ELSEWHERE) made every function that touches items
+ * polymorphic. V8 then threw away its optimized code each time a new shape reached it: at N = 16,
+ * ~130 deoptimizations per host per pull, each followed by a recompile.
+ */
 interface Item {
   cid: CID
   id: string
