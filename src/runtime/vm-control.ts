@@ -1,6 +1,6 @@
 import { rm, stat } from 'node:fs/promises'
 import { Qmp } from './qemu/qmp.js'
-import { VmDir, isQemuOf, listVms } from './vm-dir.js'
+import { VmDir, isExiting, isQemuOf, listVms } from './vm-dir.js'
 import { VmNotFoundError, VmRunningError } from './errors.js'
 import { AbortError } from '../errors.js'
 
@@ -10,10 +10,14 @@ const POLL_MS = 100
 
 export type StopOutcome = 'powered-off' | 'killed' | 'not-running'
 
-/** Resolves true once QEMU `pid` (of VM `name`) is gone, false after `timeoutMs`. */
+/**
+ * Resolves true once QEMU `pid` (of VM `name`) is gone (exited, or a zombie), false after `timeoutMs`.
+ * Not as soon as it stops looking like QEMU: a killed QEMU releases its memory, and with it its command
+ * line, before it is done exiting (see isExiting).
+ */
 export async function waitForExit (pid: number, name: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
   const deadline = Date.now() + timeoutMs
-  while (isQemuOf(pid, name)) {
+  while (isQemuOf(pid, name) || isExiting(pid)) {
     if (Date.now() >= deadline) return false
     if (signal?.aborted === true) throw new AbortError()
     await new Promise(resolve => setTimeout(resolve, POLL_MS))

@@ -148,6 +148,21 @@ export function isQemuOf (pid: number, name: string): boolean {
   }
 }
 
+/**
+ * Whether `pid` is a process on its way out: killed, its memory (and with it its command line)
+ * already released, but not yet a zombie. Freeing a guest's RAM takes a while (tens of ms on a busy
+ * host), and meanwhile `isQemuOf` no longer recognises the QEMU that is still exiting.
+ */
+export function isExiting (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    if (/\) [ZX] /.test(stat)) return false
+    return readFileSync(`/proc/${pid}/cmdline`).length === 0
+  } catch {
+    return false
+  }
+}
+
 async function readJson<T> (path: string): Promise<T | undefined> {
   try {
     return JSON.parse(await readFile(path, 'utf8')) as T
