@@ -76,6 +76,28 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     await Promise.all(hosts.map(async h => { expect(await h.stop()).toBe(0) }))
   }, 180_000)
 
+  it('an image whose regions repeat (a run of one non-zero byte: the same node twice in a level) is pulled whole', async () => {
+    // 16 MiB of 0xab between random data: identical chunks, so identical level-1 nodes. Before,
+    // the second request for one node replaced the first's waiter and the pull hung.
+    const repeated = join(dir, 'repeated.img')
+    const fd = await open(repeated, 'w')
+    try {
+      await fd.write(randomFillSync(new Uint8Array(MiB)), 0, MiB, 0)
+      await fd.write(new Uint8Array(16 * MiB).fill(0xab), 0, 16 * MiB, MiB)
+      await fd.write(randomFillSync(new Uint8Array(MiB)), 0, MiB, 17 * MiB)
+    } finally {
+      await fd.close()
+    }
+    const imported = await seeder.run(['import', repeated, '--name', 'repeated', '--json'])
+    expect(imported.code, imported.stderr).toBe(0)
+    const of = { root: imported.result.root as string, imageHash: await sha256File(repeated) }
+    const host = await startDaemon(join(dir, 'repeated-host'), ['--bootstrap', seeder.addresses[0]!])
+    const r = await host.run(['pull', of.root, '--json'], { timeoutMs: 60_000 })
+    expect(r.code, r.stderr).toBe(0)
+    await expectIdentical(host, 'repeated', of)
+    expect(await host.stop()).toBe(0)
+  }, 120_000)
+
   it('the source leaves mid-way: the host finishes from another host that holds the image', async () => {
     const source = await startDaemon(join(dir, 'leave-source'))
     const imported = await source.run(['import', image, '--name', 'disk', '--json'])

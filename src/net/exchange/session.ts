@@ -270,12 +270,21 @@ export class PullSession {
   /** Gets blocks of the skeleton: local ones from the store, others from peers holding the root. */
   private async fetchSkeletonBlocks (cids: CID[]): Promise<Uint8Array[]> {
     const present = await this.host.store.hasMany(cids)
+    // One wait per distinct node: identical regions of a disk (a long run of one non-zero byte, a
+    // file stored twice) repeat a node's CID within a level, and its one item has one waiter.
+    const waits = new Map<string, Promise<Uint8Array>>()
     return await Promise.all(cids.map(async (cid, i) => {
       if (present[i] === true) return await this.host.store.get(cid)
-      return await new Promise<Uint8Array>((resolve) => {
-        const item = this.addItem(cid, MAX_BLOCK_SIZE, null)
-        item.waiter = resolve
-      })
+      const id = blockId(cid)
+      let wait = waits.get(id)
+      if (wait == null) {
+        wait = new Promise<Uint8Array>((resolve) => {
+          const item = this.addItem(cid, MAX_BLOCK_SIZE, null, id)
+          item.waiter = resolve
+        })
+        waits.set(id, wait)
+      }
+      return await wait
     }).map(p => this.guard(p)))
   }
 
