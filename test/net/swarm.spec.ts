@@ -94,6 +94,8 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     const host = await startDaemon(join(dir, 'repeated-host'), ['--bootstrap', seeder.addresses[0]!])
     const r = await host.run(['pull', of.root, '--json'], { timeoutMs: 60_000 })
     expect(r.code, r.stderr).toBe(0)
+    // Distinct blocks, as the import counted them (each repeated node once).
+    expect(r.result.blocks).toBe(imported.result.blocks)
     await expectIdentical(host, 'repeated', of)
     expect(await host.stop()).toBe(0)
   }, 120_000)

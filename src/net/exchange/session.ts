@@ -251,7 +251,8 @@ export class PullSession {
       return {
         root: this.root,
         size: skeleton.disk.size,
-        blocks: skeleton.nodes.length + 1 + skeleton.index.size,
+        // Distinct blocks, as an import counts them (a node or leaf may repeat).
+        blocks: new Set(skeleton.nodes.map(n => blockId(n.cid))).size + 1 + skeleton.index.size,
         bytesFetched: this.bytesFetched,
         wireBytes: this.wireBytes,
         peers: [...this.peers.values()].filter(p => p.timeouts >= 0 && !p.dropped).length
