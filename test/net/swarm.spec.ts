@@ -1,7 +1,8 @@
 /**
  * The swarm with real daemon processes on 127.0.0.1: several hosts pull a real image from each other
- * (byte-identical at every host), the source leaves mid-way and a host finishes from another, and a
- * host killed with SIGKILL mid-pull resumes without fetching again what it had verified.
+ * (byte-identical at every host), an image whose regions repeat is pulled whole, the source leaves
+ * mid-way and a host finishes from another, and a host killed with SIGKILL mid-pull resumes without
+ * fetching again what it had verified.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { join } from 'node:path'
