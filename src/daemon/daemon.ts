@@ -176,7 +176,8 @@ export class Daemon implements DaemonHandle {
         address: connection.remoteAddr.toString(),
         direction: connection.direction,
         bytesSent: stats.get(peer)?.bytesSent ?? 0,
-        bytesReceived: stats.get(peer)?.bytesReceived ?? 0
+        bytesReceived: stats.get(peer)?.bytesReceived ?? 0,
+        blockStream: this.exchange.hasBlockStream(peer)
       }
     })
   }

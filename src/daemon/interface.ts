@@ -48,6 +48,8 @@ export interface PeerConnection {
   /** Block bytes sent to / received from this peer since the daemon started. */
   bytesSent: number
   bytesReceived: number
+  /** Our block stream to it is open (opened when it connects: it speaks /collective/blocks). */
+  blockStream: boolean
 }
 
 /** What a CLI command running inside the daemon sees of it (`ctx.daemon`). */

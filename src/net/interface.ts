@@ -66,6 +66,8 @@ export interface BlockExchange {
   stats(): TransferStats
   /** Block bytes exchanged with each peer (by peer id). */
   peerStats(): Map<string, { bytesSent: number, bytesReceived: number }>
+  /** Whether a block stream of ours to this peer (by peer id) is open. */
+  hasBlockStream(peer: string): boolean
 }
 
 export interface ExchangeComponents {

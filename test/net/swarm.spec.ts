@@ -1,5 +1,6 @@
 /**
- * The swarm with real daemon processes on 127.0.0.1: several hosts pull a real image from each other
+ * The swarm with real daemon processes on 127.0.0.1: connected hosts open block streams to each other
+ * before any pull; several hosts pull a real image from each other
  * (byte-identical at every host), an image whose regions repeat is pulled whole, the source leaves
  * mid-way and a host finishes from another, and a host killed with SIGKILL mid-pull resumes without
  * fetching again what it had verified.
@@ -51,6 +52,26 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     expect(fsck.code, fsck.stderr).toBe(0)
     expect(fsck.result.corrupt).toEqual([])
   }
+
+  it('hosts that connect open their block streams to each other at once, before any pull', async () => {
+    const host = await startDaemon(join(dir, 'streams'), ['--bootstrap', seeder.addresses[0]!])
+    // Both ways: the host's stream to the seeder, and the seeder's to the host.
+    const streamTo = async (daemon: TestDaemon, peer: string): Promise<boolean> => {
+      const r = await daemon.run(['peers', '--json'])
+      expect(r.code, r.stderr).toBe(0)
+      return r.lines.some(l => l.peer === peer && l.blockStream === true)
+    }
+    const deadline = Date.now() + 15_000
+    let both = false
+    while (!both && Date.now() < deadline) {
+      both = await streamTo(host, seeder.peerId) && await streamTo(seeder, host.peerId)
+      if (!both) await new Promise(resolve => setTimeout(resolve, 200))
+    }
+    expect(both, 'block streams open between two connected daemons that pulled nothing').toBe(true)
+    const status = await host.run(['status', '--json'])
+    expect(status.result.transfer.bytesReceived).toBe(0)
+    expect(await host.stop()).toBe(0)
+  }, 60_000)
 
   it('three hosts pull at once from the seeder and from each other; every copy is byte-identical', async () => {
     const hosts = await Promise.all(['b', 'c', 'd'].map(async name => await startDaemon(join(dir, `three-${name}`), ['--bootstrap', seeder.addresses[0]!])))
