@@ -15,7 +15,8 @@
 //
 // Per N, on fresh host data dirs:
 //   p2p:  the publisher daemon (holding the imported image) and N host daemons, each in its own
-//         namespace (`--bootstrap` the publisher, `--no-mdns`); once all are connected, N
+//         namespace (`--bootstrap` the publisher, `--no-mdns`); once every host is connected to the
+//         publisher and to the other hosts (found through the DHT; see settleMesh), N
 //         `collective-peer pull ROOT` commands start at once, each sent from this process to its
 //         host's control socket (POST /run, as the CLI forwards it; no CLI process per host: N of
 //         them starting at once on 2 cores took up to 1.1 s to reach their daemons).
@@ -214,6 +215,26 @@ async function pullAll(hosts, root, all, timeoutMs, pubDir) {
   };
 }
 
+// The swarm the pulls start in: every host connected to the publisher and to every other host (each
+// finds the others through the publisher's DHT and dials them), or MESH_WAIT_MS passed. Hosts of a
+// real swarm have joined it before an appliance is announced; pulling while 17 daemons still run
+// ~120 noise handshakes on 2 cores delayed every host's start by ~1 s.
+const MESH_WAIT_MS = 20_000;
+async function settleMesh(n, hosts) {
+  const t = performance.now();
+  let counts = [];
+  while (performance.now() - t < MESH_WAIT_MS) {
+    counts = await Promise.all(hosts.map(async (h) => (await daemonCli(h.dataDir, ['status'])).result.peers));
+    if (counts.every((c) => c >= n)) break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  const full = counts.filter((c) => c >= n).length;
+  log(`N=${n}: ${full} of ${n} hosts connected to all ${n} others after ${((performance.now() - t) / 1000).toFixed(1)} s` +
+    (full < n ? ` (peer counts ${counts.join(' ')}; pulling anyway)` : ''));
+  // Let the last handshakes' identify and DHT exchanges finish before the clock starts.
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+}
+
 async function p2pRun(n, root, pubDir) {
   const runDir = join(dir, `p2p-${n}`);
   mkdirSync(runDir, { recursive: true });
@@ -233,6 +254,7 @@ async function p2pRun(n, root, pubDir) {
     return { i, dataDir: join(runDir, `h${i}`), ...d };
   }));
   const all = [pub.proc, ...hosts.map((h) => h.proc)];
+  await settleMesh(n, hosts);
   const first = await pullAll(hosts, root, all, timeoutMs, pubDir);
   const pubStatus = (await cli(pubDir, ['status'], { measureRss: false })).result;
   const hostStatus = await Promise.all(hosts.map(async (h) => (await cli(h.dataDir, ['status'], { measureRss: false })).result));
