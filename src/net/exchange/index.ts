@@ -107,6 +107,8 @@ class Exchange implements BlockExchange {
       await this.server.handle(stream, connection)
     }, { maxInboundStreams: this.init.maxInboundStreams ?? 4, maxOutboundStreams: 4 })
     libp2p.addEventListener('peer:connect', this.onConnect)
+    // Peers that connected before we listened (a bootstrap dial) get their stream too.
+    for (const peer of libp2p.getPeers()) void this.client(peer)
   }
 
   async stop (): Promise<void> {
