@@ -4,7 +4,7 @@
 //
 //   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
 //                        [--publisher-nice N] [--skip-http] [--warm] [--cpu-prof DIR] [--log-dir DIR]
-//                        [--node-args="FLAGS"] [--keep]
+//                        [--tcp-cc NAME] [--node-args="FLAGS"] [--keep]
 //
 // Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
 // `eth0` whose peer sits in a bridge namespace on bridge br0; addresses 10.213.0.0/24 exist only
@@ -35,10 +35,16 @@
 // --cpu-prof DIR: every daemon writes a V8 CPU profile there (diagnosis; slows them a little).
 // --log-dir DIR: daemons run with DEBUG=collective:* and their stderr goes to DIR/<N>-<host>.log
 //         (with any stdout line that is not an event, e.g. --trace-gc's).
+// --tcp-cc NAME (default cubic): the TCP congestion control of every node's namespace (`system`: the
+//         kernel's default). This VM's kernel defaults to BBR (v1), which most hosts do not run
+//         (Debian, Ubuntu, Fedora and RHEL default to CUBIC). With 16 BBR flows into each host's 50 ms
+//         tail-drop queue, 10 % of the bytes the hosts uploaded were dropped and sent again
+//         (docs/benchmarks.md). A CUBIC not in net.ipv4.tcp_allowed_congestion_control (namespaces
+//         other than the first may only pick those) is added to it for the run, and the list restored.
 // --node-args="FLAGS": node flags for every daemon (diagnosis, e.g. --node-args=--trace-gc with --log-dir).
 // Last stdout line: one JSON object with every row.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, rmrf, round, run, ROOT, sync, table, tempDir,
@@ -68,6 +74,7 @@ if (args['node-args'] === true) {
 const nodeArgs = [...(args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`] : []),
   ...(typeof args['node-args'] === 'string' ? args['node-args'].split(' ').filter(Boolean) : [])];
 const logDir = args['log-dir'] ? String(args['log-dir']) : null;
+const tcpCc = String(args['tcp-cc'] ?? 'cubic');
 if (logDir) mkdirSync(logDir, { recursive: true });
 const daemonLog = (n, name) => (logDir ? { env: { DEBUG: 'collective:*' }, stderrFile: join(logDir, `${n}-${name}.log`) } : {});
 const bytes = sizeMiB * MIB;
@@ -122,6 +129,7 @@ function addNode(ns, ip, index) {
   const peer = `v${index}`;
   sh('ip', ['link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', peer, 'netns', BR]);
   ipns(ns, 'ip', 'link', 'set', 'lo', 'up');
+  if (tcpCc !== 'system') ipns(ns, 'sysctl', '-q', '-w', `net.ipv4.tcp_congestion_control=${tcpCc}`);
   ipns(ns, 'ip', 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
   ipns(ns, 'ip', 'link', 'set', 'eth0', 'up');
   ipns(BR, 'ip', 'link', 'set', peer, 'master', 'br0');
@@ -129,8 +137,27 @@ function addNode(ns, ip, index) {
   shape(ns, 'eth0'); // the node's upload
   shape(BR, peer); // the node's download
 }
+const ALLOWED_CC = '/proc/sys/net/ipv4/tcp_allowed_congestion_control';
+/** The allowed list as it was, when allowCongestionControl changed it (restored by cleanup). */
+let allowedBefore = null;
+/** Lets namespaces pick `tcpCc` (the kernel allows them only the algorithms listed in ALLOWED_CC). */
+function allowCongestionControl() {
+  if (tcpCc === 'system') return;
+  const available = readFileSync('/proc/sys/net/ipv4/tcp_available_congestion_control', 'utf8').trim().split(/\s+/);
+  if (!available.includes(tcpCc)) throw new Error(`--tcp-cc ${tcpCc}: this kernel has ${available.join(', ')}`);
+  const allowed = readFileSync(ALLOWED_CC, 'utf8').trim();
+  if (allowed.split(/\s+/).includes(tcpCc)) return;
+  allowedBefore = allowed;
+  writeFileSync(ALLOWED_CC, `${allowed} ${tcpCc}`);
+}
+function restoreCongestionControl() {
+  if (allowedBefore == null) return;
+  try { writeFileSync(ALLOWED_CC, allowedBefore); } catch { /* not ours to fail on */ }
+  allowedBefore = null;
+}
 function setupNetwork(maxHosts) {
   removeStale();
+  allowCongestionControl();
   sh('ip', ['netns', 'add', BR]);
   namespaces.add(BR);
   ipns(BR, 'ip', 'link', 'set', 'lo', 'up');
@@ -149,6 +176,7 @@ function cleanup() {
   cleaning ??= (async () => {
     await Promise.all([...procs].map((p) => p.stop(5_000)));
     for (const ns of [...namespaces].reverse()) deleteNetns(ns);
+    restoreCongestionControl();
     if (!args.keep) rmrf(dir);
   })();
   return cleaning;
@@ -156,6 +184,7 @@ function cleanup() {
 process.on('exit', () => { // last resort (sync): nothing of ours survives the script
   for (const p of procs) { try { p.child.kill('SIGKILL'); } catch { /* gone */ } }
   for (const ns of namespaces) spawnSync('ip', ['netns', 'del', ns]);
+  restoreCongestionControl();
 });
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.once(sig, () => { log(`${sig}: cleaning up`); cleanup().finally(() => process.exit(130)); });
@@ -344,7 +373,7 @@ try {
   warm(image);
   sync();
   setupNetwork(Math.max(...hostCounts));
-  log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf ${rateMbit} Mbit/s on every veth end; ` +
+  log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf ${rateMbit} Mbit/s on every veth end, TCP ${tcpCc}; ` +
     `publisher and HTTP server at nice ${publisherNice}`);
 
   for (const n of hostCounts) {
@@ -370,7 +399,7 @@ try {
         r.cpuUtilization ?? '']));
   log(`goals: p2p all-done within 1.3 x ideal; publisher upload <= 1.5 x size (total ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   console.log(JSON.stringify({
-    bench: 'fanout', bytes, sizeMiB, rateMbit, compressible, publisherNice, idealSeconds: round(idealSeconds, 2), root,
+    bench: 'fanout', bytes, sizeMiB, rateMbit, tcpCongestionControl: tcpCc, compressible, publisherNice, idealSeconds: round(idealSeconds, 2), root,
     machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)), rows,
     goals: Object.fromEntries(rows.filter((r) => r.mode === 'p2p').map((r) => [r.hosts, {
       timeWithin1_3: r.failed === 0 && r.vsIdeal <= 1.3, uploadWithin1_5: r.publisherUploadVsSize <= 1.5 }])),
