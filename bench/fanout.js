@@ -57,11 +57,18 @@ const withTimeout = (promise, ms, what) => Promise.race([promise,
 const loadavgAtStart = loadavg().map((x) => round(x, 2));
 const args = parseArgs();
 const hostCounts = String(args.hosts ?? '4,8,16').split(',').map(Number);
-// Defaults scaled to the 2-core machine (docs/benchmarks.md): 128 MiB, and 50 Mbit/s links. At
-// 200 Mbit/s, 8 or 16 hosts would need more CPU than the 2 cores have (they measure the machine,
-// not the swarm); at 50 Mbit/s, N = 4 and 8 leave the cores 40-80 % busy.
+// Defaults scaled to the 2-core machine (docs/benchmarks.md): 128 MiB, and links of 50 Mbit/s for
+// N <= 8, 25 Mbit/s for N = 16: the hosts' links add up to at most AGGREGATE_MBIT. The CPU a swarm
+// needs grows with what all its hosts receive per second; at 200 Mbit/s 8 or 16 hosts need more
+// than the 2 cores have, and so do 16 hosts at 50 Mbit/s (90-96 % busy): the figure then measures
+// the machine, not the swarm. --rate-mbit R sets one rate for every N.
 const sizeMiB = Number(args['size-mib'] ?? 128);
-const rateMbit = Number(args['rate-mbit'] ?? 50);
+const AGGREGATE_MBIT = 400;
+const fixedRate = args['rate-mbit'] != null ? Number(args['rate-mbit']) : null;
+const rateFor = (n) => fixedRate ?? Math.min(50, AGGREGATE_MBIT / n);
+/** The link rate and ideal time (size / link) of the run under way (set per N). */
+let rateMbit = rateFor(hostCounts[0]);
+let idealSeconds = (sizeMiB * 1048576 * 8) / (rateMbit * 1e6);
 const compressible = Number(args.compressible ?? 0);
 const skipHttp = Boolean(args['skip-http']);
 const warmPull = Boolean(args.warm);
@@ -78,7 +85,6 @@ const tcpCc = String(args['tcp-cc'] ?? 'cubic');
 if (logDir) mkdirSync(logDir, { recursive: true });
 const daemonLog = (n, name) => (logDir ? { env: { DEBUG: 'collective:*' }, stderrFile: join(logDir, `${n}-${name}.log`) } : {});
 const bytes = sizeMiB * MIB;
-const idealSeconds = (bytes * 8) / (rateMbit * 1e6);
 const SUBNET = '10.213.0';
 const PUB_IP = `${SUBNET}.1`;
 const hostIp = (i) => `${SUBNET}.${10 + i}`;
@@ -118,9 +124,9 @@ function removeStale() {
     if (!alive) { log(`removing stale namespace ${ns}`); deleteNetns(ns); }
   }
 }
-function shape(ns, dev) {
+function shape(ns, dev, rate = rateMbit) {
   // tbf: burst must hold a GSO super-packet (up to 64 KiB); the queue holds ~50 ms at the rate.
-  sh('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${rateMbit}mbit`,
+  sh('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${rate}mbit`,
     'burst', '128kb', 'latency', '50ms']);
 }
 function addNode(ns, ip, index) {
@@ -136,6 +142,7 @@ function addNode(ns, ip, index) {
   ipns(BR, 'ip', 'link', 'set', peer, 'up');
   shape(ns, 'eth0'); // the node's upload
   shape(BR, peer); // the node's download
+  links.push([ns, peer]);
 }
 const ALLOWED_CC = '/proc/sys/net/ipv4/tcp_allowed_congestion_control';
 /** The allowed list as it was, when allowCongestionControl changed it (restored by cleanup). */
@@ -154,6 +161,15 @@ function restoreCongestionControl() {
   if (allowedBefore == null) return;
   try { writeFileSync(ALLOWED_CC, allowedBefore); } catch { /* not ours to fail on */ }
   allowedBefore = null;
+}
+/** Every node's namespace and its bridge-side veth, for reshape. */
+const links = [];
+/** Shapes every link (both directions) to `rate` Mbit/s. */
+function reshape(rate) {
+  for (const [ns, peer] of links) {
+    shape(ns, 'eth0', rate);
+    shape(BR, peer, rate);
+  }
 }
 function setupNetwork(maxHosts) {
   removeStale();
@@ -369,22 +385,28 @@ try {
     rmrf(image2);
   }
   log(`image ${sizeMiB} MiB (${compressible ? `${compressible * 100} % text, rest ` : ''}random), root ${root}, ` +
-    `${imp.result.blocks} blocks; links ${rateMbit} Mbit/s each way; ideal time (size/link) ${idealSeconds.toFixed(1)} s`);
+    `${imp.result.blocks} blocks; links ${hostCounts.map((n) => `${rateFor(n)} Mbit/s at N = ${n}`).join(', ')}, each way`);
   warm(image);
   sync();
   setupNetwork(Math.max(...hostCounts));
-  log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf ${rateMbit} Mbit/s on every veth end, TCP ${tcpCc}; ` +
+  log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf on every veth end, TCP ${tcpCc}; ` +
     `publisher and HTTP server at nice ${publisherNice}`);
 
   for (const n of hostCounts) {
     sync(); // the last run's files (N curl downloads) written out now, not during this one
+    if (rateFor(n) !== rateMbit) reshape(rateFor(n));
+    rateMbit = rateFor(n);
+    idealSeconds = (bytes * 8) / (rateMbit * 1e6);
+    log(`N=${n}: links ${rateMbit} Mbit/s, ideal time (size/link) ${idealSeconds.toFixed(1)} s`);
     const p = await p2pRun(n, root, pubDir);
+    Object.assign(p, { rateMbit, idealSeconds: round(idealSeconds, 2) });
     rows.push(p);
     logPull('p2p ', n, p);
     if (p.warm != null) logPull('warm', n, p.warm);
     if (!skipHttp) {
       sync();
       const h = await httpRun(n, image);
+      Object.assign(h, { rateMbit, idealSeconds: round(idealSeconds, 2) });
       rows.push(h);
       log(`http N=${String(n).padStart(2)}: all done in ${h.seconds} s (${h.vsIdeal} x ideal; first ${h.firstDone} s), ` +
         `server sent ${fmtMiB(h.publisherBytesSent)} MiB (${h.publisherUploadVsSize} x size)${h.failed ? `, ${h.failed} FAILED: ${h.errors[0]}` : ''}`);
@@ -392,14 +414,14 @@ try {
   }
 
   log('');
-  log(`image ${sizeMiB} MiB, links ${rateMbit} Mbit/s, ideal ${idealSeconds.toFixed(1)} s`);
-  table(['mode', 'hosts', 'all done s', 'x ideal', 'median s', 'publisher sent MiB', 'x size', 'CPU util'],
-    rows.flatMap((r) => [r, ...(r.warm != null ? [{ ...r.warm, mode: 'p2p warm', hosts: r.hosts }] : [])])
-      .map((r) => [r.mode, r.hosts, r.seconds, r.vsIdeal, r.medianDone, fmtMiB(r.publisherBytesSent ?? NaN), r.publisherUploadVsSize,
+  log(`image ${sizeMiB} MiB`);
+  table(['mode', 'hosts', 'link Mbit/s', 'ideal s', 'all done s', 'x ideal', 'median s', 'publisher sent MiB', 'x size', 'CPU util'],
+    rows.flatMap((r) => [r, ...(r.warm != null ? [{ ...r.warm, mode: 'p2p warm', hosts: r.hosts, rateMbit: r.rateMbit, idealSeconds: r.idealSeconds }] : [])])
+      .map((r) => [r.mode, r.hosts, r.rateMbit, r.idealSeconds, r.seconds, r.vsIdeal, r.medianDone, fmtMiB(r.publisherBytesSent ?? NaN), r.publisherUploadVsSize,
         r.cpuUtilization ?? '']));
   log(`goals: p2p all-done within 1.3 x ideal; publisher upload <= 1.5 x size (total ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   console.log(JSON.stringify({
-    bench: 'fanout', bytes, sizeMiB, rateMbit, tcpCongestionControl: tcpCc, compressible, publisherNice, idealSeconds: round(idealSeconds, 2), root,
+    bench: 'fanout', bytes, sizeMiB, aggregateMbit: fixedRate == null ? AGGREGATE_MBIT : null, tcpCongestionControl: tcpCc, compressible, publisherNice, root,
     machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)), rows,
     goals: Object.fromEntries(rows.filter((r) => r.mode === 'p2p').map((r) => [r.hosts, {
       timeWithin1_3: r.failed === 0 && r.vsIdeal <= 1.3, uploadWithin1_5: r.publisherUploadVsSize <= 1.5 }])),
