@@ -214,6 +214,36 @@ const errorLine = (err) => String(err?.message ?? err).trim().split('\n').filter
 const cpuMark = (ps) => new Map(ps.map((p) => [p.pid, cpuSeconds(p.pid) ?? 0]));
 const cpuSince = (ps, before) => ps.reduce((n, p) => n + Math.max(0, (cpuSeconds(p.pid) ?? before.get(p.pid)) - before.get(p.pid)), 0);
 
+/**
+ * What every link has carried: per bridge-side veth (`v0` the publisher, `v<i>` host i), the bytes
+ * its node uploaded (the veth's rx) and downloaded (tx), and the packets the download queue (tbf)
+ * dropped. Bytes uploaded that no node downloaded were dropped on the way (and sent again by TCP).
+ */
+function linkCounters() {
+  const out = new Map();
+  const links = JSON.parse(ipns(BR, 'ip', '-s', '-j', 'link', 'show').stdout);
+  for (const l of links) if (/^v\d+$/.test(l.ifname)) out.set(l.ifname, { up: l.stats64.rx.bytes, down: l.stats64.tx.bytes, drops: 0 });
+  for (const q of JSON.parse(ipns(BR, 'tc', '-s', '-j', 'qdisc', 'show').stdout)) {
+    if (q.kind === 'tbf' && out.has(q.dev)) out.get(q.dev).drops = q.drops;
+  }
+  return out;
+}
+/** What the links of the publisher and `n` hosts carried between two linkCounters() readings. */
+function linkTraffic(before, after, n) {
+  let up = 0;
+  let down = 0;
+  let drops = 0;
+  for (let i = 0; i <= n; i++) {
+    const a = before.get(`v${i}`);
+    const b = after.get(`v${i}`);
+    if (a == null || b == null) continue;
+    up += b.up - a.up;
+    down += b.down - a.down;
+    drops += b.drops - a.drops;
+  }
+  return { uploadedBytes: up, downloadedBytes: down, lostBytes: up - down, lostOfUpload: round((up - down) / up, 3), queueDrops: drops };
+}
+
 /** Bytes the publisher daemon has sent so far (its status through the control socket). */
 const publisherSent = async (pubDir) => (await daemonCli(pubDir, ['status'])).result.transfer?.bytesSent ?? NaN;
 
@@ -225,6 +255,7 @@ const publisherSent = async (pubDir) => (await daemonCli(pubDir, ['status'])).re
  */
 async function pullAll(hosts, root, all, timeoutMs, pubDir) {
   const cpu0 = cpuMark(all);
+  const links0 = linkCounters();
   const sent0 = await publisherSent(pubDir);
   const t0 = performance.now();
   const samples = [];
@@ -245,6 +276,7 @@ async function pullAll(hosts, root, all, timeoutMs, pubDir) {
   }));
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSince(all, cpu0);
+  const links = linkTraffic(links0, linkCounters(), hosts.length);
   sampling = false;
   await sampler;
   const reached = (f) => { const x = samples.find(([, b]) => b >= f * bytes); return x ? round(x[0], 1) : null; };
@@ -257,7 +289,7 @@ async function pullAll(hosts, root, all, timeoutMs, pubDir) {
     firstDone: round(times[0], 2), medianDone: round(times[Math.floor(times.length / 2)], 2),
     pullPeers: ok.map((r) => r.peers),
     failed: failed.length, errors: failed.slice(0, 3).map((r) => errorLine(r.reason)),
-    cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2), publisherAt,
+    cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2), publisherAt, links,
   };
 }
 
@@ -331,6 +363,9 @@ function logPull(label, n, r) {
   log(`${label} N=${String(n).padStart(2)}: all done in ${r.seconds} s (${r.vsIdeal} x ideal; first ${r.firstDone} s, median ` +
     `${r.medianDone} s), publisher sent ${fmtMiB(r.publisherBytesSent)} MiB (${r.publisherUploadVsSize} x size), ` +
     `CPU ${r.cpuSeconds} s (${Math.round(r.cpuUtilization * 100)} % of 2 cores)${r.failed ? `, ${r.failed} FAILED: ${r.errors[0]}` : ''}`);
+  const l = r.links;
+  if (l != null) log(`${label} N=${String(n).padStart(2)}: the links carried ${fmtMiB(l.uploadedBytes)} MiB up, ${fmtMiB(l.downloadedBytes)} MiB down: ` +
+    `${fmtMiB(l.lostBytes)} MiB (${round(l.lostOfUpload * 100, 1)} % of the upload) dropped on the way, ${l.queueDrops} drops at download queues`);
   const at = r.publisherAt;
   if (at != null) log(`${label} N=${String(n).padStart(2)}: publisher had sent 10 / 50 / 90 / 100 % of the image at ${at.p10} / ${at.p50} / ${at.p90} / ${at.p100} s (ideal ${round(0.1 * idealSeconds, 1)} / ${round(0.5 * idealSeconds, 1)} / ${round(0.9 * idealSeconds, 1)} / ${round(idealSeconds, 1)})`);
 }
