@@ -27,6 +27,9 @@
 //         done the same daemons pull it: row.warm. Fresh daemons spend much of the 2 cores compiling
 //         (V8's TurboFan: ~30 % of all CPU at N = 16, every process compiling the same ~500
 //         functions); daemons of a real swarm run for days, and each host has its own CPU.
+// Links: each p2p pull also prints what the links carried (every node's bytes up and down, from its
+//         bridge-side veth, and the drops of the download queues): bytes uploaded that no node
+//         downloaded were dropped on the way, and TCP sent them again.
 // Ideal time = image size / link rate (every host downloads at its full link rate). The image is
 // random bytes (incompressible; --compressible F fills that fraction of each MiB with text).
 // --publisher-nice N (default -10): the publisher daemon, and the HTTP server, run at this nice
