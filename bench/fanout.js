@@ -71,7 +71,7 @@ const fixedRate = args['rate-mbit'] != null ? Number(args['rate-mbit']) : null;
 const rateFor = (n) => fixedRate ?? Math.min(50, AGGREGATE_MBIT / n);
 /** The link rate and ideal time (size / link) of the run under way (set per N). */
 let rateMbit = rateFor(hostCounts[0]);
-let idealSeconds = (sizeMiB * 1048576 * 8) / (rateMbit * 1e6);
+let idealSeconds = NaN;
 const compressible = Number(args.compressible ?? 0);
 const skipHttp = Boolean(args['skip-http']);
 const warmPull = Boolean(args.warm);
@@ -224,8 +224,8 @@ const cpuSince = (ps, before) => ps.reduce((n, p) => n + Math.max(0, (cpuSeconds
  */
 function linkCounters() {
   const out = new Map();
-  const links = JSON.parse(ipns(BR, 'ip', '-s', '-j', 'link', 'show').stdout);
-  for (const l of links) if (/^v\d+$/.test(l.ifname)) out.set(l.ifname, { up: l.stats64.rx.bytes, down: l.stats64.tx.bytes, drops: 0 });
+  const devices = JSON.parse(ipns(BR, 'ip', '-s', '-j', 'link', 'show').stdout);
+  for (const l of devices) if (/^v\d+$/.test(l.ifname)) out.set(l.ifname, { up: l.stats64.rx.bytes, down: l.stats64.tx.bytes, drops: 0 });
   for (const q of JSON.parse(ipns(BR, 'tc', '-s', '-j', 'qdisc', 'show').stdout)) {
     if (q.kind === 'tbf' && out.has(q.dev)) out.get(q.dev).drops = q.drops;
   }
