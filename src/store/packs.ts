@@ -1,4 +1,4 @@
-import { readv as readvCallback, readvSync } from 'node:fs'
+import { readv as readvCallback, readvSync, writeSync, writevSync } from 'node:fs'
 import { open, readdir, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fromSystemError } from '../errors.js'
@@ -29,6 +29,13 @@ export const SYNC_RUN_MAX = 1024 * 1024
  */
 const SLOW_SYNC_READ_MS = 50
 const SYNC_BACKOFF_MS = 10_000
+
+/**
+ * PackWriter: a synchronous write that took this long (ms) means the kernel made us wait for the
+ * disk (dirty-page throttling, a slow device): writes go through the threadpool for
+ * SYNC_BACKOFF_MS then. Otherwise a write only copies into the page cache.
+ */
+const SLOW_SYNC_WRITE_MS = 20
 
 /** PackWriter: record headers are cut from chunks of this size. */
 const HEADER_CHUNK = 64 * 1024
@@ -289,6 +296,8 @@ export class PackWriter {
   /** Resolves when every write issued so far is over, landed or not. */
   private settled: Promise<unknown> = Promise.resolve()
   private failure?: Error
+  /** No synchronous writes before this (performance.now()); see SLOW_SYNC_WRITE_MS. */
+  private syncAfter = 0
 
   private constructor (id: number, fd: FileHandle, length: number) {
     this.id = id
@@ -371,7 +380,21 @@ export class PackWriter {
     return tail
   }
 
+  /**
+   * Writes `queue` at `position`. Synchronously while that is fast (a write into the page cache): a
+   * pull writes ~4 000 batches per GiB, and each async writev cost its main thread a round trip
+   * through the threadpool (a queue lock, a worker's wake-up competing for the same cores: 0.5 s of
+   * a 1 GiB pull's main thread, `--cpu-prof`). A slow one (SLOW_SYNC_WRITE_MS) sends the writes
+   * of the next SYNC_BACKOFF_MS to the threadpool: the event loop must not wait on the disk.
+   */
   private async writeAt (queue: Uint8Array[], position: number): Promise<void> {
+    if (performance.now() >= this.syncAfter) {
+      const started = performance.now()
+      this.writeNow(queue, position)
+      const done = performance.now()
+      if (done - started > SLOW_SYNC_WRITE_MS) this.syncAfter = done + SYNC_BACKOFF_MS
+      return
+    }
     // writev takes at most IOV_MAX (1024) buffers per call.
     for (let i = 0; i < queue.length; i += IOV_MAX) {
       const part = queue.slice(i, i + IOV_MAX)
@@ -379,6 +402,22 @@ export class PackWriter {
       let { bytesWritten } = await this.fd.writev(part, position)
       if (bytesWritten < want) bytesWritten += await this.writeRest(part, bytesWritten, position)
       position += bytesWritten
+    }
+  }
+
+  /** `writeAt` on the event loop: every byte of `queue` written (or a thrown error). */
+  private writeNow (queue: Uint8Array[], position: number): void {
+    for (let i = 0; i < queue.length; i += IOV_MAX) {
+      const part = i === 0 && queue.length <= IOV_MAX ? queue : queue.slice(i, i + IOV_MAX)
+      let want = 0
+      for (const b of part) want += b.length
+      const written = writevSync(this.fd.fd, part, position)
+      if (written < want) {
+        // Short (rare: a signal, a full disk on the way): the rest from a copy, until it fails.
+        const rest = Buffer.concat(part).subarray(written)
+        for (let done = 0; done < rest.length;) done += writeSync(this.fd.fd, rest, done, rest.length - done, position + written + done)
+      }
+      position += want
     }
   }
 
