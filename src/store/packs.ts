@@ -298,6 +298,8 @@ export class PackWriter {
   private failure?: Error
   /** No synchronous writes before this (performance.now()); see SLOW_SYNC_WRITE_MS. */
   private syncAfter = 0
+  /** A synchronous write slower than this (ms) sends writes to the threadpool for a while. */
+  slowWriteMs = SLOW_SYNC_WRITE_MS
 
   private constructor (id: number, fd: FileHandle, length: number) {
     this.id = id
@@ -387,12 +389,15 @@ export class PackWriter {
    * a 1 GiB pull's main thread, `--cpu-prof`). A slow one (SLOW_SYNC_WRITE_MS) sends the writes
    * of the next SYNC_BACKOFF_MS to the threadpool: the event loop must not wait on the disk.
    */
+  /** Whether the next write is synchronous (no slow one lately). */
+  get syncWrites (): boolean { return performance.now() >= this.syncAfter }
+
   private async writeAt (queue: Uint8Array[], position: number): Promise<void> {
-    if (performance.now() >= this.syncAfter) {
+    if (this.syncWrites) {
       const started = performance.now()
       this.writeNow(queue, position)
       const done = performance.now()
-      if (done - started > SLOW_SYNC_WRITE_MS) this.syncAfter = done + SYNC_BACKOFF_MS
+      if (done - started > this.slowWriteMs) this.syncAfter = done + SYNC_BACKOFF_MS
       return
     }
     // writev takes at most IOV_MAX (1024) buffers per call.

@@ -55,6 +55,34 @@ describe('Blockstore writes', () => {
     }
   })
 
+  it('writes go to the threadpool after a slow synchronous one, and both kinds land byte for byte', async () => {
+    const path = join(dir, 'sync-async')
+    const first = blocks('w-sync', 24, 64 * KiB)
+    const second = blocks('w-async', 24, 64 * KiB)
+    let store = await Blockstore.open(path)
+    try {
+      const writer = (store as unknown as { writer: { syncWrites: boolean, slowWriteMs: number } }).writer
+      expect(writer.syncWrites).toBe(true)
+      // Every synchronous write now counts as slow: the first put's write is done at once, and
+      // turns the writes after it to the threadpool.
+      writer.slowWriteMs = -1
+      await store.putMany(first, { trusted: true })
+      expect(writer.syncWrites).toBe(false)
+      await store.putMany(second, { trusted: true })
+      await store.commit()
+    } finally {
+      await store.close()
+    }
+    store = await Blockstore.open(path)
+    try {
+      const all = [...first, ...second]
+      const read = await store.getMany(all.map(b => b.cid))
+      read.forEach((bytes, i) => { expect(Buffer.compare(bytes, all[i]!.bytes)).toBe(0) })
+    } finally {
+      await store.close()
+    }
+  })
+
   it.skipIf(mountError != null)('on a full disk, puts past the failed write fail, and nothing indexed points past what landed', async () => {
     const storeDir = join(mountPoint, 'store')
     const store = await Blockstore.open(storeDir)
