@@ -568,7 +568,9 @@ export class PullSession {
         other.inflightBytes -= cost(item)
         void other.client.cancel([item.cid]).catch(() => {})
       }
-      item.at.clear()
+      // Dropped, not cleared: a done item lives as long as the pull, and its set would too (58 000
+      // sets per GiB promoted to the old generation, each scavenge copying them on the way).
+      item.at = NOBODY
       // Not copied: a frame's payload is its own buffer, or a view of a decrypted message nobody reuses.
       const copy = bytes
       this.buffer.push({ cid: item.cid, bytes: copy, item })
