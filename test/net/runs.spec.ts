@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises'
 import { PullSession, type SessionHost } from '../../src/net/exchange/session.js'
 import { Bitfield } from '../../src/net/exchange/bitfield.js'
 import { T } from '../../src/net/exchange/messages.js'
-import { loadSkeleton } from '../../src/net/exchange/skeleton.js'
+import { leafCids, loadSkeleton } from '../../src/net/exchange/skeleton.js'
 import { openStore, type Store } from '../../src/store/index.js'
 import { importImage } from '../../src/dag/index.js'
 import { blockId, rawCid } from '../../src/dag/hash.js'
@@ -44,8 +44,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
   it('asks a peer for the leaves that follow the one it asked for, even where rarest first would skip them', async () => {
     const rootBytes = await source.blocks.get(root)
     const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
-    const leafIndex = new Map(skeleton.leaves.map((cid, i) => [blockId(cid), i]))
-    const count = skeleton.leaves.length
+    const leafIndex = new Map(leafCids(skeleton).map((cid, i) => [blockId(cid), i]))
+    const count = leafCids(skeleton).length
     expect(count).toBe(256)
 
     let session: PullSession | undefined
@@ -86,7 +86,7 @@ describe('PullSession: runs of neighbouring leaves', () => {
     session.onHave(full)
     session.onHave(half)
     await pulled
-    expect(await sink.blocks.hasMany(skeleton.leaves)).toEqual(skeleton.leaves.map(() => true))
+    expect(await sink.blocks.hasMany(leafCids(skeleton))).toEqual(leafCids(skeleton).map(() => true))
 
     // The peer with every leaf: rarest first alone would ask it for 1, 3, 5, ... (no neighbours at
     // all); with runs, what it is asked for follows the leaf asked for just before.
@@ -108,8 +108,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
   it('moves requests waiting at a seed to a peer that announces those blocks meanwhile, and CANCELs them at the seed', async () => {
     const rootBytes = await source.blocks.get(root)
     const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
-    const leafIndex = new Map(skeleton.leaves.map((cid, i) => [blockId(cid), i]))
-    const count = skeleton.leaves.length
+    const leafIndex = new Map(leafCids(skeleton).map((cid, i) => [blockId(cid), i]))
+    const count = leafCids(skeleton).length
     const store = await openStore(join(dir, 'sink-migrate'))
     let session: PullSession | undefined
     let finished = false
@@ -162,7 +162,7 @@ describe('PullSession: runs of neighbouring leaves', () => {
       }, 100)
       await pulled
       finished = true
-      expect(await store.blocks.hasMany(skeleton.leaves)).toEqual(skeleton.leaves.map(() => true))
+      expect(await store.blocks.hasMany(leafCids(skeleton))).toEqual(leafCids(skeleton).map(() => true))
       // The even leaves of the seed's first (late) WANT moved to the host: CANCELed at the seed,
       // asked of the host. Without moving, they would wait the seed's 3 s (nothing is late for
       // endgame while other leaves are still pending).
@@ -180,7 +180,7 @@ describe('PullSession: runs of neighbouring leaves', () => {
   it('asks for nothing more while the store is behind, and finishes once it catches up', async () => {
     const rootBytes = await source.blocks.get(root)
     const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
-    const leafIndex = new Map(skeleton.leaves.map((cid, i) => [blockId(cid), i]))
+    const leafIndex = new Map(leafCids(skeleton).map((cid, i) => [blockId(cid), i]))
     const store = await openStore(join(dir, 'slow-sink'))
     // The sink's writes of leaves wait until released (a disk far slower than the network).
     let release!: () => void
@@ -232,8 +232,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
       expect(asked * 16 * 1024).toBeLessThanOrEqual(1024 * 1024)
       release()
       await pulled
-      expect(asked).toBe(skeleton.leaves.length)
-      expect(await store.blocks.hasMany(skeleton.leaves)).toEqual(skeleton.leaves.map(() => true))
+      expect(asked).toBe(leafCids(skeleton).length)
+      expect(await store.blocks.hasMany(leafCids(skeleton))).toEqual(leafCids(skeleton).map(() => true))
     } finally {
       release()
       await store.close()

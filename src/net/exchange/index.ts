@@ -3,7 +3,7 @@ import { PeerClient } from './client.js'
 import { BlockServer } from './server.js'
 import { PullSession, type SessionInit } from './session.js'
 import { DemandFetcher } from './demand.js'
-import { loadSkeleton } from './skeleton.js'
+import { leafDigests, loadSkeleton } from './skeleton.js'
 import { Bitfield } from './bitfield.js'
 import { PROTOCOL, T, type Message } from './messages.js'
 import { ProtocolError } from './frames.js'
@@ -266,8 +266,8 @@ class Exchange implements BlockExchange {
       if (await store.has(root)) {
         const skeleton = await loadSkeleton(root, await store.get(root), async cids => await store.getMany(cids))
         // The peers that asked will want these leaves: the store keeps their locations.
-        const present = await store.hasManyToServe(skeleton.leaves)
-        const bits = new Bitfield(skeleton.leaves.length)
+        const present = await store.hasManyToServe(leafDigests(skeleton))
+        const bits = new Bitfield(skeleton.count)
         present.forEach((p, i) => { if (p) bits.set(i) })
         return bits.full ? { root, all: true } : { root, count: bits.size, bitfield: bits.bytes }
       }

@@ -1,5 +1,5 @@
 import { Bitfield } from './bitfield.js'
-import { loadSkeleton, type Skeleton } from './skeleton.js'
+import { leafCid, leafDigests, loadSkeleton, type Skeleton } from './skeleton.js'
 import { Priority, T, type Message } from './messages.js'
 import { blockId, verifyBlock } from '../../dag/hash.js'
 import { decompressBlock } from '../../dag/wire.js'
@@ -134,7 +134,12 @@ function askOf (item: Item, peer: PeerState): void {
  * ~130 deoptimizations per host per pull, each followed by a recompile.
  */
 interface Item {
-  cid: CID
+  /**
+   * Made when first needed for a leaf (`cidOf`: a WANT, a check, the store) and dropped once the
+   * leaf is done: a CID is ~430 bytes of heap, and items live as long as the pull. Skeleton nodes
+   * keep theirs.
+   */
+  cid: CID | undefined
   id: string
   size: number
   /** Leaf indices; null for the root and interior nodes (every holder has those). */
@@ -263,7 +268,7 @@ export class PullSession {
     } finally {
       clearInterval(ticker)
       for (const peer of this.peers.values()) {
-        const pending = [...peer.inflight.values()].map(e => e.item.cid)
+        const pending = [...peer.inflight.values()].map(e => this.cidOf(e.item))
         if (pending.length > 0) void peer.client.cancel(pending).catch(() => {})
       }
     }
@@ -293,11 +298,11 @@ export class PullSession {
   }
 
   private async fetchLeaves (skeleton: Skeleton): Promise<void> {
-    const local = new Bitfield(skeleton.leaves.length)
-    const present = await this.host.store.hasMany(skeleton.leaves)
+    const local = new Bitfield(skeleton.count)
+    const present = await this.host.store.hasDigests(leafDigests(skeleton))
     let have = 0
     let previous: Item | undefined
-    for (let i = 0; i < skeleton.leaves.length; i++) {
+    for (let i = 0; i < skeleton.count; i++) {
       if (present[i] === true) {
         local.set(i)
         have++
@@ -307,11 +312,11 @@ export class PullSession {
       const id = skeleton.ids[i]!
       const indices = skeleton.index.get(id)!
       if (indices[0] !== i) continue
-      const item = this.addItem(skeleton.leaves[i]!, skeleton.leafSizes[i]!, indices, id)
+      const item = this.addItem(undefined, skeleton.leafSizes[i]!, indices, id)
       if (previous != null) previous.next = item
       previous = item
     }
-    this.leafItem = new Array(skeleton.leaves.length)
+    this.leafItem = new Array(skeleton.count)
     const leaves: Item[] = []
     for (const item of this.items.values()) {
       if (item.indices == null || item.state === 'done') continue
@@ -323,7 +328,7 @@ export class PullSession {
     this.base = leaves.slice(rotation).concat(leaves.slice(0, rotation))
     this.local = local
     this.bytesTotal = [...this.items.values()].filter(i => i.indices != null).reduce((n, i) => n + i.size, 0)
-    this.onProgress?.({ type: 'pull:start', root: this.key, size: skeleton.disk.size, blocks: skeleton.leaves.length, have })
+    this.onProgress?.({ type: 'pull:start', root: this.key, size: skeleton.disk.size, blocks: skeleton.count, have })
     this.recount()
     this.rebuildOrder()
     this.schedule()
@@ -334,7 +339,13 @@ export class PullSession {
     }))
   }
 
-  private addItem (cid: CID, size: number, indices: number[] | null, id = blockId(cid)): Item {
+  /** The item's CID, made from the skeleton for a leaf that has none now (see Item.cid). */
+  private cidOf (item: Item): CID {
+    return item.cid ?? (item.cid = leafCid(this.skeleton!, item.indices![0]!))
+  }
+
+  /** A skeleton node (its CID given) or a leaf (its CID made when needed, from its first index). */
+  private addItem (cid: CID | undefined, size: number, indices: number[] | null, id = blockId(cid!)): Item {
     let item = this.items.get(id)
     if (item == null) {
       // Every field from the start, so that every item has one hidden class (see Item).
@@ -388,7 +399,7 @@ export class PullSession {
   /** Whether a partial holder's bitfield has one of the item's leaves (false if it does not fit the root). */
   private holds (bits: Bitfield, item: Item): boolean {
     const indices = item.indices!
-    if (this.skeleton != null && bits.size !== this.skeleton.leaves.length) return false
+    if (this.skeleton != null && bits.size !== this.skeleton.count) return false
     if (indices.length === 1) return bits.has(indices[0]!)
     for (const i of indices) if (bits.has(i)) return true
     return false
@@ -486,7 +497,7 @@ export class PullSession {
   private abandon (peer: PeerState, items: Item[]): void {
     if (items.length === 0 || peer.client.closed) return
     for (const item of items) peer.abandoned.add(item.id)
-    void peer.client.cancel(items.map(i => i.cid)).catch(() => {})
+    void peer.client.cancel(items.map(i => this.cidOf(i))).catch(() => {})
   }
 
   private unassign (peer: PeerState, item: Item): void {
@@ -544,7 +555,7 @@ export class PullSession {
       this.unassign(peer, item)
       return true
     }
-    if ((item.indices != null && bytes.length !== item.size) || !verifyBlock(item.cid, bytes)) {
+    if ((item.indices != null && bytes.length !== item.size) || !verifyBlock(this.cidOf(item), bytes)) {
       this.host.ban(client, `block ${message.cid} does not match its hash`)
       this.unassign(peer, item)
       this.schedule()
@@ -566,14 +577,15 @@ export class PullSession {
       for (const other of item.at) {
         other.inflight.delete(id)
         other.inflightBytes -= cost(item)
-        void other.client.cancel([item.cid]).catch(() => {})
+        void other.client.cancel([this.cidOf(item)]).catch(() => {})
       }
       // Dropped, not cleared: a done item lives as long as the pull, and its set would too (58 000
       // sets per GiB promoted to the old generation, each scavenge copying them on the way).
       item.at = NOBODY
       // Not copied: a frame's payload is its own buffer, or a view of a decrypted message nobody reuses.
       const copy = bytes
-      this.buffer.push({ cid: item.cid, bytes: copy, item })
+      this.buffer.push({ cid: this.cidOf(item), bytes: copy, item })
+      if (item.indices != null) item.cid = undefined
       this.bufferBytes += copy.length
       this.unstored += copy.length
       item.waiter?.(copy)
@@ -744,7 +756,7 @@ export class PullSession {
         if (item.indices != null) peer.last = item
         peer.inflight.set(item.id, { item, sentAt: now })
         peer.inflightBytes += cost(item)
-        batch.push(item.cid)
+        batch.push(this.cidOf(item))
       }
       if (batch.length > 0) void peer.client.want(batch, priority).catch(() => {})
     }
@@ -796,8 +808,8 @@ export class PullSession {
         to.inflight.set(id, { item, sentAt: now })
         to.inflightBytes += cost(item)
         const list = wants.get(to)
-        if (list != null) list.push(item.cid)
-        else wants.set(to, [item.cid])
+        if (list != null) list.push(this.cidOf(item))
+        else wants.set(to, [this.cidOf(item)])
       }
       // A copy the seed sends anyway is still taken (abandoned, not unsolicited).
       this.abandon(seed, moved)
