@@ -110,14 +110,3 @@ export function digestId (digest: Uint8Array): string {
   return Buffer.from(digest.buffer, digest.byteOffset, digest.byteLength).toString('latin1')
 }
 
-/** The raw leaf CID of a 32-byte BLAKE3 digest (copied: the CID owns its 36 bytes). */
-export function rawCidOfDigest (digest: Uint8Array): CID {
-  if (digest.length !== 32) throw new InvalidCidError('a BLAKE3 digest has 32 bytes')
-  const bytes = new Uint8Array(36)
-  bytes[0] = 1
-  bytes[1] = RAW_CODE
-  bytes[2] = BLAKE3_CODE
-  bytes[3] = 32
-  bytes.set(digest, 4)
-  return cidView(bytes)
-}
