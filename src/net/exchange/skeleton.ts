@@ -43,7 +43,6 @@ export function leafCid (skeleton: Skeleton, i: number): CID {
   return leafCidFromBytes(skeleton.cidBytes.subarray(i * CID_BYTES, (i + 1) * CID_BYTES))
 }
 
-
 /** Every leaf's digest (views), in order. */
 export function leafDigests (skeleton: Skeleton): Uint8Array[] {
   return Array.from({ length: skeleton.count }, (_, i) => leafDigest(skeleton, i))
@@ -89,7 +88,7 @@ class LeafList {
  * Loads a skeleton breadth-first: all nodes of a level are fetched together, so a remote load costs
  * one round trip per level instead of one per node. The bottom nodes' leaves are listed as each node
  * is decoded: holding every leaf's CID until the end made a 4 GiB pull's resident size peak at
- * 560 MB while it started (a CID is ~430 bytes of heap, and they lived long enough to be promoted).
+ * ~550 MB while it started (a CID is ~430 bytes of heap, and they lived long enough to be promoted).
  */
 export async function loadSkeleton (root: CID, rootBytes: Uint8Array, fetchMany: FetchMany): Promise<Skeleton> {
   const disk = decodeRoot(rootBytes)
