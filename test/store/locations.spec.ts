@@ -5,12 +5,30 @@ import { blockKey } from '../../src/store/keys.js'
 import { rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
+import type { CID } from 'multiformats/cid'
 
 /**
  * The store remembers locations of blocks it committed or looked up, so serving the same blocks
  * again skips LevelDB. A remembered location must never outlive its index entry: blocks dropped
  * (fsck, gc) are gone for readMany/locateMany at once, and a block stored again is found again.
  */
+function blocks (seed: string, count: number, size: (i: number) => number): Array<{ cid: CID, bytes: Uint8Array }> {
+  return Array.from({ length: count }, (_, i) => {
+    const bytes = pseudoRandom(`${seed}-${i}`, size(i))
+    return { cid: rawCid(bytes), bytes }
+  })
+}
+
+/** Stores and commits `set`, then reads it back twice (the second time from remembered locations). */
+async function storeAndServeTwice (store: Blockstore, set: Array<{ cid: CID, bytes: Uint8Array }>): Promise<void> {
+  await store.putMany(set, { trusted: true })
+  await store.commit()
+  for (let round = 0; round < 2; round++) {
+    const got = await store.readMany(set.map(b => b.cid))
+    got.forEach((bytes, i) => { expect(Buffer.from(bytes!).equals(Buffer.from(set[i]!.bytes))).toBe(true) })
+  }
+}
+
 describe('Blockstore: remembered locations', () => {
   let dir: string
   let cleanup: () => Promise<void>
@@ -20,17 +38,9 @@ describe('Blockstore: remembered locations', () => {
   it('are forgotten when index entries are deleted, and learnt again when the blocks come back', async () => {
     const store = await Blockstore.open(join(dir, 'a'))
     try {
-      const set = Array.from({ length: 40 }, (_, i) => {
-        const bytes = pseudoRandom(`loc-${i}`, 16 * 1024)
-        return { cid: rawCid(bytes), bytes }
-      })
-      await store.putMany(set, { trusted: true })
-      await store.commit()
+      const set = blocks('loc', 40, () => 16 * 1024)
       // Served twice: the second read comes from remembered locations.
-      for (let round = 0; round < 2; round++) {
-        const got = await store.readMany(set.map(b => b.cid))
-        got.forEach((bytes, i) => { expect(Buffer.from(bytes!).equals(Buffer.from(set[i]!.bytes))).toBe(true) })
-      }
+      await storeAndServeTwice(store, set)
       // Half of them dropped from the index (what fsck and gc do).
       const dropped = set.slice(0, 20)
       await store.deleteMany(dropped.map(b => blockKey(b.cid)))
@@ -54,17 +64,9 @@ describe('Blockstore: remembered locations', () => {
     const store = await Blockstore.open(join(dir, 'rollover'))
     try {
       store.locationCacheSize = 64
-      const set = Array.from({ length: 200 }, (_, i) => {
-        const bytes = pseudoRandom(`roll-${i}`, 1024 + i)
-        return { cid: rawCid(bytes), bytes }
-      })
+      const set = blocks('roll', 200, i => 1024 + i)
       // The commit remembers all 200: the cache rolls over several times and keeps the newest.
-      await store.putMany(set, { trusted: true })
-      await store.commit()
-      for (let round = 0; round < 2; round++) {
-        const got = await store.readMany(set.map(b => b.cid))
-        got.forEach((bytes, i) => { expect(Buffer.from(bytes!).equals(Buffer.from(set[i]!.bytes))).toBe(true) })
-      }
+      await storeAndServeTwice(store, set)
       // Within the cache's size the answer locates (and keeps) them; past it, it only looks.
       expect(await store.hasManyToServe(set.slice(150).map(b => b.cid.multihash.digest))).toEqual(Array(50).fill(true))
       expect(await store.hasManyToServe(set.map(b => b.cid.multihash.digest))).toEqual(Array(200).fill(true))
