@@ -63,7 +63,7 @@ export class Blockstore {
    * `recent` is full it becomes `older` and the previous `older` is dropped, so between half and all
    * of the last locationCacheSize are kept. (Dropping the oldest entry of one Map on every insert
    * cost ~25 µs per insert once full: V8 iterates a Map from its first slot, over every deleted one.
-   * A seeder of a 16 GiB root spent 20 s computing its first HAVE that way.)
+   * Every block a pull commits or a seeder locates comes here: a 16 GiB pull took 130 s, now 72 s.)
    */
   private recent = new Map<string, IndexEntry>()
   private older = new Map<string, IndexEntry>()
@@ -393,11 +393,6 @@ export class Blockstore {
     // Wrapped: a promise returned as it is would hold the lock until the commit lands.
     const { job } = await this.lock.run(async () => ({ job: this.requestCommit() }))
     await job
-  }
-
-  private isPending (cid: CID): boolean {
-    const id = blockId(cid)
-    return this.pending.has(id) || this.committing?.has(id) === true
   }
 
   /** A commit of everything written so far: started now if none is in flight, else once it lands. */
