@@ -44,8 +44,9 @@ describe('PullSession: runs of neighbouring leaves', () => {
   it('asks a peer for the leaves that follow the one it asked for, even where rarest first would skip them', async () => {
     const rootBytes = await source.blocks.get(root)
     const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
-    const leafIndex = new Map(leafCids(skeleton).map((cid, i) => [blockId(cid), i]))
-    const count = leafCids(skeleton).length
+    const allLeaves = leafCids(skeleton)
+    const leafIndex = new Map(skeleton.ids.map((id, i) => [id, i]))
+    const count = skeleton.count
     expect(count).toBe(256)
 
     let session: PullSession | undefined
@@ -86,7 +87,7 @@ describe('PullSession: runs of neighbouring leaves', () => {
     session.onHave(full)
     session.onHave(half)
     await pulled
-    expect(await sink.blocks.hasMany(leafCids(skeleton))).toEqual(leafCids(skeleton).map(() => true))
+    expect(await sink.blocks.hasMany(allLeaves)).toEqual(allLeaves.map(() => true))
 
     // The peer with every leaf: rarest first alone would ask it for 1, 3, 5, ... (no neighbours at
     // all); with runs, what it is asked for follows the leaf asked for just before.
@@ -108,8 +109,9 @@ describe('PullSession: runs of neighbouring leaves', () => {
   it('moves requests waiting at a seed to a peer that announces those blocks meanwhile, and CANCELs them at the seed', async () => {
     const rootBytes = await source.blocks.get(root)
     const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
-    const leafIndex = new Map(leafCids(skeleton).map((cid, i) => [blockId(cid), i]))
-    const count = leafCids(skeleton).length
+    const allLeaves = leafCids(skeleton)
+    const leafIndex = new Map(skeleton.ids.map((id, i) => [id, i]))
+    const count = skeleton.count
     const store = await openStore(join(dir, 'sink-migrate'))
     let session: PullSession | undefined
     let finished = false
@@ -162,7 +164,7 @@ describe('PullSession: runs of neighbouring leaves', () => {
       }, 100)
       await pulled
       finished = true
-      expect(await store.blocks.hasMany(leafCids(skeleton))).toEqual(leafCids(skeleton).map(() => true))
+      expect(await store.blocks.hasMany(allLeaves)).toEqual(allLeaves.map(() => true))
       // The even leaves of the seed's first (late) WANT moved to the host: CANCELed at the seed,
       // asked of the host. Without moving, they would wait the seed's 3 s (nothing is late for
       // endgame while other leaves are still pending).
@@ -180,7 +182,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
   it('asks for nothing more while the store is behind, and finishes once it catches up', async () => {
     const rootBytes = await source.blocks.get(root)
     const skeleton = await loadSkeleton(root, rootBytes, async cids => await source.blocks.getMany(cids))
-    const leafIndex = new Map(leafCids(skeleton).map((cid, i) => [blockId(cid), i]))
+    const allLeaves = leafCids(skeleton)
+    const leafIndex = new Map(skeleton.ids.map((id, i) => [id, i]))
     const store = await openStore(join(dir, 'slow-sink'))
     // The sink's writes of leaves wait until released (a disk far slower than the network).
     let release!: () => void
@@ -232,8 +235,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
       expect(asked * 16 * 1024).toBeLessThanOrEqual(1024 * 1024)
       release()
       await pulled
-      expect(asked).toBe(leafCids(skeleton).length)
-      expect(await store.blocks.hasMany(leafCids(skeleton))).toEqual(leafCids(skeleton).map(() => true))
+      expect(asked).toBe(skeleton.count)
+      expect(await store.blocks.hasMany(allLeaves)).toEqual(allLeaves.map(() => true))
     } finally {
       release()
       await store.close()
