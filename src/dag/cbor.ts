@@ -83,12 +83,21 @@ export function readCanonicalHead (b: Uint8Array, at: number, major: number): [n
   return undefined
 }
 
+/**
+ * Where the 36 bytes of one of our CIDs (BLAKE3 CIDv1, raw or dag-cbor) start, as `writeCid` writes
+ * it at `at` (the CID ends 36 bytes later); -1 if it is not one.
+ */
+function canonicalCidAt (b: Uint8Array, at: number): number {
+  if (b[at] !== 0xd8 || b[at + 1] !== CID_TAG || b[at + 2] !== 0x58 || b[at + 3] !== 37 || b[at + 4] !== 0 || at + 41 > b.length) return -1
+  const c = at + 5
+  if (b[c] !== 1 || b[c + 2] !== BLAKE3_CODE || b[c + 3] !== 32 || (b[c + 1] !== RAW_CODE && b[c + 1] !== DAG_CBOR_CODE)) return -1
+  return c
+}
+
 /** One of our CIDs (36-byte BLAKE3 CIDv1, raw or dag-cbor) as `writeCid` writes it: [CID, next offset]. */
 export function readCanonicalCid (b: Uint8Array, at: number): [CID, number] | undefined {
-  if (b[at] !== 0xd8 || b[at + 1] !== CID_TAG || b[at + 2] !== 0x58 || b[at + 3] !== 37 || b[at + 4] !== 0 || at + 41 > b.length) return undefined
-  const bytes = b.subarray(at + 5, at + 41)
-  if (bytes[0] !== 1 || bytes[2] !== BLAKE3_CODE || bytes[3] !== 32 || (bytes[1] !== RAW_CODE && bytes[1] !== DAG_CBOR_CODE)) return undefined
-  return [decodeCid(bytes), at + 41]
+  const c = canonicalCidAt(b, at)
+  return c < 0 ? undefined : [decodeCid(b.subarray(c, c + 36)), c + 36]
 }
 
 /** "links" as a CBOR text string. */
@@ -100,27 +109,44 @@ const LINKS_KEY = [0x65, 0x6c, 0x69, 0x6e, 0x6b, 0x73]
  * 58 000 links: cborg's generic decoder took ~100 ms of a pull's start in a fresh process.
  */
 export function readCanonicalNode (b: Uint8Array): { links: Array<[CID | null, number]> } | undefined {
+  const found = readCanonicalLinks(b)
+  if (found == null) return undefined
+  const { cidAt, lengths } = found
+  const links = new Array<[CID | null, number]>(lengths.length)
+  for (let k = 0; k < links.length; k++) links[k] = [cidAt[k]! < 0 ? null : decodeCid(b.subarray(cidAt[k], cidAt[k]! + 36)), lengths[k]!]
+  return { links }
+}
+
+/**
+ * The links of a canonical interior node without CID objects: where each link's 36 CID bytes start
+ * in `b` (-1 for a hole; each is one of our CIDs, raw or dag-cbor) and its length. A pull lists a
+ * skeleton's leaves from these (a CID object per leaf was half of a 1 GiB skeleton's decoding).
+ */
+export function readCanonicalLinks (b: Uint8Array): { cidAt: Int32Array, lengths: number[] } | undefined {
   if (b[0] !== 0xa1) return undefined
   for (let k = 0; k < LINKS_KEY.length; k++) if (b[1 + k] !== LINKS_KEY[k]) return undefined
   const head = readCanonicalHead(b, 7, 4)
   if (head == null) return undefined
   let at = head[1]
-  const links = new Array<[CID | null, number]>(head[0])
-  for (let k = 0; k < links.length; k++) {
+  // A link takes 3 bytes at least: a count the node cannot hold is not allocated for.
+  if (head[0] * 3 > b.length - at) return undefined
+  const cidAt = new Int32Array(head[0])
+  const lengths = new Array<number>(head[0])
+  for (let k = 0; k < lengths.length; k++) {
     if (b[at] !== 0x82) return undefined
-    let cid: CID | null = null
     if (b[at + 1] === 0xf6) {
+      cidAt[k] = -1
       at += 2
     } else {
-      const c = readCanonicalCid(b, at + 1)
-      if (c == null) return undefined
-      cid = c[0]
-      at = c[1]
+      const c = canonicalCidAt(b, at + 1)
+      if (c < 0) return undefined
+      cidAt[k] = c
+      at = c + 36
     }
     const length = readCanonicalHead(b, at, 0)
     if (length == null) return undefined
-    links[k] = [cid, length[0]]
+    lengths[k] = length[0]
     at = length[1]
   }
-  return at === b.length ? { links } : undefined
+  return at === b.length ? { cidAt, lengths } : undefined
 }

@@ -2,7 +2,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { BLAKE3_CODE, DAG_CBOR_CODE, RAW_CODE, cborCid } from './hash.js'
 import { InvalidNodeError } from '../errors.js'
-import { decodeDagCbor, readCanonicalNode } from './cbor.js'
+import { decodeDagCbor, readCanonicalLinks, readCanonicalNode } from './cbor.js'
 import type { ChunkerParams } from './chunker/interface.js'
 
 /** No block (leaf or node) is ever larger than this; peers and decoders refuse bigger ones. */
@@ -99,6 +99,31 @@ export function decodeRoot (bytes: Uint8Array): DiskRoot {
   const links = decodeLinks(value.links, height === 1 ? RAW_CODE : DAG_CBOR_CODE)
   if (links.reduce((sum, [, n]) => sum + n, 0) !== size) fail('link lengths do not add up to the size')
   return { format: DISK_FORMAT, version: DISK_FORMAT_VERSION, size, chunker: { kind: chunker.kind, size: chunker.size }, fanout, height, links }
+}
+
+/**
+ * A bottom node's (level 1) links with `decodeNode`'s checks, without CID objects: where each leaf's
+ * 36 CID bytes start in `bytes` (-1 for a hole) and its length. Undefined when the node is not in
+ * the canonical form (`decodeNode` then reads it, or says what is wrong).
+ */
+export function decodeLeafLinks (bytes: Uint8Array, length: number): { cidAt: Int32Array, lengths: number[] } | undefined {
+  if (bytes.length > MAX_BLOCK_SIZE) fail('larger than the block limit')
+  const found = readCanonicalLinks(bytes)
+  if (found == null) return undefined
+  const { cidAt, lengths } = found
+  if (lengths.length === 0) fail('links is empty')
+  let sum = 0
+  for (let k = 0; k < lengths.length; k++) {
+    const n = lengths[k]!
+    if (n <= 0) fail('a link length is not a positive integer')
+    if (cidAt[k]! >= 0) {
+      if (bytes[cidAt[k]! + 1] !== RAW_CODE) fail(`a link has codec 0x${bytes[cidAt[k]! + 1]!.toString(16)}, expected 0x${RAW_CODE.toString(16)}`)
+      if (n > MAX_BLOCK_SIZE) fail('a leaf is larger than the block limit')
+    }
+    sum += n
+  }
+  if (sum !== length) fail('link lengths do not add up to the parent link length')
+  return found
 }
 
 /**

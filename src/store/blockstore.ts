@@ -130,14 +130,23 @@ export class Blockstore {
     return await this.hasDigests(cids.map(cid => cid.multihash.digest))
   }
 
-  /** `hasMany` by BLAKE3 digest (a skeleton keeps its leaves as digests). */
-  async hasDigests (digests: Uint8Array[]): Promise<boolean[]> {
+  /**
+   * `hasMany` by BLAKE3 digest (a skeleton keeps its leaves as digests), and their `digestId`s if the
+   * caller has them: a block not in the index may be pending, and the pending maps are keyed by id
+   * (58 000 ids made here were a fifth of a 1 GiB pull's first lookup).
+   */
+  async hasDigests (digests: Uint8Array[], ids?: string[]): Promise<boolean[]> {
     const values = await this.getIndexMany(digests.map(digestKey))
-    return values.map((v, i) => {
-      if (v != null) return true
-      const id = digestId(digests[i]!)
-      return this.pending.has(id) || this.committing?.has(id) === true
-    })
+    const out = new Array<boolean>(values.length)
+    for (let i = 0; i < values.length; i++) {
+      if (values[i] != null) out[i] = true
+      else if (this.pending.size === 0 && this.committing == null) out[i] = false
+      else {
+        const id = ids?.[i] ?? digestId(digests[i]!)
+        out[i] = this.pending.has(id) || this.committing?.has(id) === true
+      }
+    }
+    return out
   }
 
   /**

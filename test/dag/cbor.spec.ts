@@ -6,13 +6,18 @@
 import { describe, it, expect } from 'vitest'
 import { CID } from 'multiformats/cid'
 import { decodeDagCbor, readCanonicalNode } from '../../src/dag/cbor.js'
-import { decodeNode, encodeNode, type Link } from '../../src/dag/node.js'
+import { decodeLeafLinks, decodeNode, encodeNode, type Link } from '../../src/dag/node.js'
 import { InvalidNodeError } from '../../src/errors.js'
-import { rawCid } from '../../src/dag/hash.js'
+import { cborCid, rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 
 /** CIDs as strings: comparable with toEqual whatever object holds them. */
 const plain = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (_k, x) => (CID.asCID(x) != null ? x.toString() : x)))
+
+/** What `decodeLeafLinks` found, as links (the CIDs made from the offsets it gave), for comparison. */
+function leafLinks (bytes: Uint8Array, found: { cidAt: Int32Array, lengths: number[] }): unknown {
+  return plain({ links: found.lengths.map((n, k) => [found.cidAt[k]! < 0 ? null : CID.decode(bytes.slice(found.cidAt[k], found.cidAt[k]! + 36)), n]) })
+}
 
 function links (n: number, lengthOf: (i: number) => number): Link[] {
   return Array.from({ length: n }, (_, i) => [i % 7 === 3 ? null : rawCid(pseudoRandom(`n-${i}`, 64)), lengthOf(i)])
@@ -32,7 +37,24 @@ describe('disk nodes in canonical DAG-CBOR', () => {
       expect(plain(fast)).toEqual(plain(decodeDagCbor(bytes)))
       const total = node.links.reduce((n, [, len]) => n + len, 0)
       expect(plain(decodeNode(bytes, 1, total))).toEqual(plain(node))
+      // A pull lists a bottom node's leaves from their offsets: the same leaves.
+      expect(leafLinks(bytes, decodeLeafLinks(bytes, total)!)).toEqual(plain(node))
     }
+  })
+
+  it('refuses bottom nodes decodeNode refuses, without allocating for a count the node cannot hold', () => {
+    const node = { links: links(8, i => 100 + i) }
+    const total = node.links.reduce((n, [, len]) => n + len, 0)
+    const { bytes } = encodeNode(node)
+    expect(() => decodeLeafLinks(bytes, total + 1)).toThrow(/do not add up/)
+    const interior = { links: [[cborCid(Uint8Array.of(1)), 10]] as Link[] }
+    expect(() => decodeLeafLinks(encodeNode(interior).bytes, 10)).toThrow(/codec 0x71, expected 0x55/)
+    expect(() => decodeNode(encodeNode(interior).bytes, 1, 10)).toThrow(InvalidNodeError)
+    expect(() => decodeLeafLinks(encodeNode({ links: [[rawCid(Uint8Array.of(1)), 2 * 1024 * 1024]] }).bytes, 2 * 1024 * 1024)).toThrow(/block limit/)
+    // {links: [...]} whose array head claims 2^31 links, in 12 bytes: not canonical for this reader.
+    const huge = Uint8Array.of(0xa1, 0x65, 0x6c, 0x69, 0x6e, 0x6b, 0x73, 0x9a, 0x80, 0, 0, 0)
+    expect(decodeLeafLinks(huge, 1)).toBeUndefined()
+    expect(() => decodeNode(huge, 1, 1)).toThrow(InvalidNodeError)
   })
 
   it('leaves lengths of 2^32 and more, and other maps, to the generic decoder', () => {
@@ -54,12 +76,24 @@ describe('disk nodes in canonical DAG-CBOR', () => {
       // What the fast reader accepts, the generic decoder reads the same way.
       if (fast !== undefined) expect(plain(fast)).toEqual(plain(generic))
       // decodeNode: a node equal to the generic reading, or InvalidNodeError.
+      let node: unknown
       try {
-        const got = decodeNode(b, 1, total)
-        expect(plain(got)).toEqual(plain({ links: (generic as { links: unknown }).links }))
+        node = plain(decodeNode(b, 1, total))
+        expect(node).toEqual(plain({ links: (generic as { links: unknown }).links }))
       } catch (err) {
         expect(err).toBeInstanceOf(InvalidNodeError)
       }
+      // decodeLeafLinks: decodeNode's leaves, its refusal, or undefined (then decodeNode decides).
+      let leaves: unknown
+      try {
+        const found = decodeLeafLinks(b, total)
+        leaves = found == null ? undefined : leafLinks(b, found)
+      } catch (err) {
+        expect(err).toBeInstanceOf(InvalidNodeError)
+        expect(node).toBeUndefined()
+        return
+      }
+      if (leaves !== undefined) expect(leaves).toEqual(node)
     }
     for (let cut = 0; cut < bytes.length; cut += 3) check(bytes.subarray(0, cut))
     for (let at = 0; at < bytes.length; at++) {

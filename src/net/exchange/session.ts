@@ -299,7 +299,7 @@ export class PullSession {
 
   private async fetchLeaves (skeleton: Skeleton): Promise<void> {
     const local = new Bitfield(skeleton.count)
-    const present = await this.host.store.hasDigests(leafDigests(skeleton))
+    const present = await this.host.store.hasDigests(leafDigests(skeleton), skeleton.ids)
     let have = 0
     let previous: Item | undefined
     for (let i = 0; i < skeleton.count; i++) {
@@ -736,7 +736,7 @@ export class PullSession {
     const peers: PeerState[] = []
     for (const p of this.peers.values()) {
       if (p.dropped || p.client.closed) continue
-      if (p.inflight.size > 0 && p.window - p.inflightBytes < Math.min(p.window / 2, REFILL_AT)) continue
+      if (p.inflight.size > 0 && this.windowOf(p) - p.inflightBytes < Math.min(this.windowOf(p) / 2, REFILL_AT)) continue
       peers.push(p)
     }
     if (peers.length === 0) return
@@ -747,7 +747,8 @@ export class PullSession {
     for (const peer of peers) {
       const batch: CID[] = []
       const priority = this.skeleton == null ? Priority.Demand : Priority.Background
-      while (peer.inflightBytes < peer.window) {
+      const window = this.windowOf(peer)
+      while (peer.inflightBytes < window) {
         const item = this.pick(peer, now) ?? ((endgame ??= !this.anyPending()) ? this.pickEndgame(peer, now) : undefined)
         if (item == null) break
         item.state = 'inflight'
@@ -760,6 +761,14 @@ export class PullSession {
       }
       if (batch.length > 0) void peer.client.want(batch, priority).catch(() => {})
     }
+  }
+
+  /**
+   * What may be asked of a peer at once. While the skeleton loads, its whole window: each level of
+   * interior nodes is asked for together, and the pull waits for all of it before asking for leaves.
+   */
+  private windowOf (peer: PeerState): number {
+    return this.skeleton == null ? Math.max(peer.window, this.opts.window) : peer.window
   }
 
   /** Whether anything is left to request (stops at the first: the order puts requested ones first). */

@@ -1,4 +1,4 @@
-import { decodeNode, decodeRoot, type DiskRoot, type Link } from '../../dag/node.js'
+import { decodeLeafLinks, decodeNode, decodeRoot, type DiskRoot, type Link } from '../../dag/node.js'
 import { digestId, leafCidFromBytes } from '../../dag/hash.js'
 import type { CID } from 'multiformats/cid'
 
@@ -66,21 +66,34 @@ class LeafList {
 
   add (links: Link[]): void {
     for (const [cid, length] of links) {
-      if (cid == null) continue
-      if ((this.count + 1) * CID_BYTES > this.cidBytes.length) {
-        const grown = new Uint8Array(this.cidBytes.length * 2)
-        grown.set(this.cidBytes)
-        this.cidBytes = grown
-      }
-      const i = this.count++
-      this.cidBytes.set(cid.bytes, i * CID_BYTES)
-      const id = digestId(cid.multihash.digest)
-      const at = this.index.get(id)
-      if (at != null) at.push(i)
-      else this.index.set(id, [i])
-      this.ids.push(id)
-      this.sizes.push(length)
+      if (cid != null) this.push(cid.bytes, 0, digestId(cid.multihash.digest), length)
     }
+  }
+
+  /** A bottom node's leaves as `decodeLeafLinks` finds them in its bytes (no CID objects). */
+  addFrom (bytes: Uint8Array, { cidAt, lengths }: { cidAt: Int32Array, lengths: number[] }): void {
+    const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    for (let k = 0; k < lengths.length; k++) {
+      const at = cidAt[k]!
+      if (at >= 0) this.push(bytes, at, text.toString('latin1', at + 4, at + CID_BYTES), lengths[k]!)
+    }
+  }
+
+  /** A leaf whose CID is the 36 bytes of `from` at `at`, and whose `digestId` is `id`. */
+  private push (from: Uint8Array, at: number, id: string, length: number): void {
+    if ((this.count + 1) * CID_BYTES > this.cidBytes.length) {
+      const grown = new Uint8Array(this.cidBytes.length * 2)
+      grown.set(this.cidBytes)
+      this.cidBytes = grown
+    }
+    const i = this.count++
+    const to = i * CID_BYTES
+    for (let k = 0; k < CID_BYTES; k++) this.cidBytes[to + k] = from[at + k]!
+    const seen = this.index.get(id)
+    if (seen != null) seen.push(i)
+    else this.index.set(id, [i])
+    this.ids.push(id)
+    this.sizes.push(length)
   }
 }
 
@@ -102,6 +115,11 @@ export async function loadSkeleton (root: CID, rootBytes: Uint8Array, fetchMany:
     children.forEach(([cid, length], i) => {
       const bytes = blocks[i]!
       nodes.push({ cid, size: bytes.length })
+      const found = level === 1 ? decodeLeafLinks(bytes, length) : undefined
+      if (found != null) {
+        leaves.addFrom(bytes, found)
+        return
+      }
       const decoded = decodeNode(bytes, level, length).links
       if (level === 1) leaves.add(decoded)
       else for (const link of decoded) next.push(link)
