@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { join } from 'node:path'
 import { Blockstore } from '../../src/store/blockstore.js'
-import { rawCid } from '../../src/dag/hash.js'
+import { digestId, rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
 
@@ -29,6 +29,11 @@ describe('Blockstore: lookups of many keys', () => {
       await store.putMany([blocks[20_000 - 1]!], { trusted: true })
       const expected = blocks.map((_, i) => i % 67 === 0 || i === 20_000 - 1)
       expect(await store.hasMany(blocks.map(b => b.cid))).toEqual(expected)
+      // By digest with the caller's ids (a skeleton's), and once nothing is pending.
+      const digests = blocks.map(b => b.cid.multihash.digest)
+      expect(await store.hasDigests(digests, digests.map(digestId))).toEqual(expected)
+      await store.commit()
+      expect(await store.hasDigests(digests)).toEqual(expected)
       const located = await store.locateMany(blocks.map(b => b.cid.multihash.digest))
       expect(Array.from(located, (loc, i) => loc != null || i === 20_000 - 1)).toEqual(expected)
       // Reads through the same lookups return each block's own bytes.
