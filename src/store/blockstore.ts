@@ -295,7 +295,7 @@ export class Blockstore {
       if (bytes.length > MAX_BLOCK_SIZE) throw new BlockTooLargeError(`block ${cid} has ${bytes.length} bytes (limit ${MAX_BLOCK_SIZE})`)
       if (options.trusted !== true && !verifyBlock(cid, bytes)) throw new HashMismatchError(`block bytes do not hash to ${cid}`)
     }
-    const ids = blocks.map(b => blockId(b.cid))
+    const ids = blocks.map(b => b.id ?? blockId(b.cid))
     const keys = blocks.map(b => blockKey(b.cid))
     // A commit that failed in the background is reported here, to the next writer.
     this.throwCommitFailure()
@@ -376,6 +376,7 @@ export class Blockstore {
       if (this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true || this.recentLocation(ids[i]!) != null) out[i] = true
       else if (!memoryOnly) look.push(i)
     }
+    if (look.length === 0) return out
     const values = await this.getIndexMany(look.map(i => keys[i]!))
     values.forEach((v, j) => { if (v != null) out[look[j]!] = true })
     return out

@@ -3,6 +3,8 @@ import type { CID } from 'multiformats/cid'
 export interface Block {
   cid: CID
   bytes: Uint8Array
+  /** `blockId(cid)`, if the caller has it already (a pull does: it keys its items by it). */
+  id?: string
 }
 
 export interface PutResult {

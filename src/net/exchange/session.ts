@@ -209,7 +209,7 @@ export class PullSession {
   private leafItem: Array<Item | undefined> = []
   private retry: Item[] = []
   private readonly peers = new Map<string, PeerState>()
-  private buffer: Array<{ cid: CID, bytes: Uint8Array, item: Item }> = []
+  private buffer: Array<{ cid: CID, bytes: Uint8Array, item: Item, id: string }> = []
   private bufferBytes = 0
   /** Bytes of verified blocks not yet written to the store (buffered, or in a flush waiting its turn). */
   private unstored = 0
@@ -584,7 +584,7 @@ export class PullSession {
       item.at = NOBODY
       // Not copied: a frame's payload is its own buffer, or a view of a decrypted message nobody reuses.
       const copy = bytes
-      this.buffer.push({ cid: this.cidOf(item), bytes: copy, item })
+      this.buffer.push({ cid: this.cidOf(item), bytes: copy, item, id })
       if (item.indices != null) item.cid = undefined
       this.bufferBytes += copy.length
       this.unstored += copy.length
