@@ -20,7 +20,9 @@
 // diagnostics (not the goal figure): bench/exchange-peer.js, the daemon's composition without its
 //           control socket, pulls with wire compression on and off (the CLI has no switch for it), to
 //           show what DEFLATE attempts on incompressible blocks cost.
-// The image is in the page cache for both. With --runs N the fastest run of each is reported.
+// The image is in the page cache for both. With --runs N the fastest run of each is reported, and
+// each round's ratio (its exchange against the raw stream run just before it), with their median
+// (the lower of the two middle ones for an even N).
 // Last stdout line: one JSON object with both figures and the ratio (goal >= 0.70), fresh (`ratio`) and
 // warm (`warm.ratio`).
 import { join } from 'node:path';
@@ -173,6 +175,12 @@ try {
     ...(dOff ? [['diagnostic: exchange, no daemon, compression off', dOff.seconds.toFixed(2), dOff.mibPerSec.toFixed(0), dOff.senderCpuSeconds.toFixed(1)]] : []),
   ]);
   log(`exchange / raw = ${(ratio * 100).toFixed(0)} % fresh processes, ${(ratioWarm * 100).toFixed(0)} % warm (goal >= 70 %)`);
+  // Each round's exchange against the raw stream that ran just before it: on a machine whose speed
+  // drifts from minute to minute, a pair close in time says more than the best of each.
+  const perRound = exRuns.map((x, i) => x.mibPerSec / rawRuns[i].mibPerSec);
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  log(`per round (each exchange against the raw stream just before it): ${perRound.map((r) => `${(r * 100).toFixed(0)} %`).join(', ')}; ` +
+    `median ${(median(perRound) * 100).toFixed(0)} %`);
   console.log(JSON.stringify({
     bench: 'exchange', bytes, compressible, runs, root, blocks: imp.result.blocks,
     machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)),
@@ -183,6 +191,7 @@ try {
     raw: { seconds: round(raw.seconds), mibPerSec: round(raw.mibPerSec, 1), senderCpuSeconds: round(raw.senderCpuSeconds, 2),
       chunkBytes: 256 * 1024, allSeconds: rawRuns.map((x) => round(x.seconds)) },
     ratio: round(ratio),
+    ratioPerRound: perRound.map((r) => round(r)),
     warm: { exchange: { seconds: round(exW.seconds), mibPerSec: round(exW.mibPerSec, 1), senderCpuSeconds: round(exW.senderCpuSeconds, 2),
       receiverCpuSeconds: round(exW.receiverCpuSeconds, 2), allSeconds: exWarm.map((x) => round(x.seconds)) },
     raw: { seconds: round(rawW.seconds), mibPerSec: round(rawW.mibPerSec, 1), allSeconds: rawWarm.map((x) => round(x.seconds)) },
