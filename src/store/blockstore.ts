@@ -77,7 +77,11 @@ export class Blockstore {
     this.packs = packs
   }
 
-  static async open (dir: string): Promise<Blockstore> {
+  /**
+   * Opens (or creates) the store in `dir`. `directWrites` (default: on, unless the environment sets
+   * COLLECTIVE_DIRECT_WRITES=0) lets appends nobody reads back soon bypass the page cache (./direct.ts).
+   */
+  static async open (dir: string, options: { directWrites?: boolean } = {}): Promise<Blockstore> {
     try {
       await mkdir(join(dir, 'packs'), { recursive: true })
     } catch (err) {
@@ -94,6 +98,7 @@ export class Blockstore {
       throw fromSystemError(cause, join(dir, 'index'))
     }
     const store = new Blockstore(db, new PackFiles(join(dir, 'packs')))
+    store.packs.directWrites = options.directWrites ?? process.env.COLLECTIVE_DIRECT_WRITES !== '0'
     try {
       const active = await store.getMeta<number>('pack:active') ?? 1
       store.writer = await PackWriter.open(store.packs, active, await store.getMeta<number>(`pack:${active}:length`) ?? 0)
@@ -217,10 +222,11 @@ export class Blockstore {
     const found = locations.flatMap((l, i) => l == null ? [] : [i])
     const out: Array<Uint8Array | undefined> = new Array(cids.length)
     if (found.length === 0) return out
-    // What this process wrote to the active pack and has landed is in the page cache (a host of a
-    // swarm serves what it just received): read synchronously (PackFiles.readMany).
+    // What this process wrote to the active pack through the page cache and has landed is there (a
+    // host of a swarm serves what it just received): read synchronously (PackFiles.readMany). Such a
+    // read also sends the writer's next appends through the page cache (PackWriter.readRecent).
     const writer = this.writer
-    const warm = (loc: Location): boolean => loc.pack === writer.id && loc.offset >= writer.writtenFrom && loc.offset + loc.length <= writer.landed
+    const warm = (loc: Location): boolean => loc.pack === writer.id && writer.readRecent(loc.offset, loc.length)
     const blocks = await this.packs.readMany(found.map(i => locations[i]!), warm)
     found.forEach((i, k) => {
       const bytes = blocks[k]

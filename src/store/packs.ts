@@ -2,6 +2,7 @@ import { readv as readvCallback, readvSync, writeSync, writevSync } from 'node:f
 import { open, readdir, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fromSystemError } from '../errors.js'
+import { DirectWrites, stagingBuffers } from './direct.js'
 
 /**
  * Block bytes live in append-only pack files (LevelDB rewrites large values on every compaction:
@@ -36,6 +37,16 @@ const SYNC_BACKOFF_MS = 10_000
  * SYNC_BACKOFF_MS then. Otherwise a write only copies into the page cache.
  */
 const SLOW_SYNC_WRITE_MS = 20
+
+/**
+ * PackWriter: after a read of bytes this process appended (a peer asking for blocks it just got),
+ * appends go through the page cache for this long (ms), so that the next ones are served from it.
+ * Otherwise they are written direct (./direct.ts).
+ */
+const HOT_MS = 30_000
+
+/** PackWriter: ranges of the pack written direct that it keeps apart; older ones are merged. */
+const COLD_RANGES = 64
 
 /** PackWriter: record headers are cut from chunks of this size. */
 const HEADER_CHUNK = 64 * 1024
@@ -77,9 +88,23 @@ export class PackFiles {
   generation = 0
   /** No synchronous reads before this (performance.now()); see SLOW_SYNC_READ_MS. */
   private syncAfter = 0
+  /** Whether appends may be written direct (./direct.ts); Blockstore.open sets it. */
+  directWrites = true
+  /** The staging buffers of direct writes (null: the file system takes none), probed on first use. */
+  private staging?: [Buffer, Buffer] | null
 
   constructor (dir: string) {
     this.dir = dir
+  }
+
+  /**
+   * The staging buffers of direct writes, or undefined when they are off or the file system takes
+   * none. One pack is appended to at a time, so its writer has them to itself.
+   */
+  stagingBuffers (): [Buffer, Buffer] | undefined {
+    if (!this.directWrites) return undefined
+    if (this.staging === undefined) this.staging = stagingBuffers(this.dir) ?? null
+    return this.staging ?? undefined
   }
 
   path (id: number): string {
@@ -283,6 +308,16 @@ export class PackFiles {
 export class PackWriter {
   readonly id: number
   private readonly fd: FileHandle
+  private readonly files: PackFiles
+  /** Direct writes of this pack (opened by the first write that goes direct; null: not possible here). */
+  private direct?: DirectWrites | null
+  /** Whether the last write went direct, and what writes of the other kind wait for (see writeAt). */
+  private lastDirect = false
+  private gate?: Promise<unknown>
+  /** Appends go through the page cache until then (performance.now(); see HOT_MS). */
+  private hotUntil = 0
+  /** [start, end) pairs, in order, of the bytes this process wrote direct (not in the page cache). */
+  private cold: number[] = []
   /** Where the next write goes: the end of every record handed to a write. */
   private length: number
   /** The end of the writes that landed, in order (where a failed pack is cut back to). */
@@ -301,7 +336,8 @@ export class PackWriter {
   /** A synchronous write slower than this (ms) sends writes to the threadpool for a while. */
   slowWriteMs = SLOW_SYNC_WRITE_MS
 
-  private constructor (id: number, fd: FileHandle, length: number) {
+  private constructor (files: PackFiles, id: number, fd: FileHandle, length: number) {
+    this.files = files
     this.id = id
     this.fd = fd
     this.length = length
@@ -319,7 +355,7 @@ export class PackWriter {
     try {
       const fd = await open(files.path(id), 'a+')
       await fd.truncate(committedLength)
-      return new PackWriter(id, await reopenForWrite(fd, files.path(id)), committedLength)
+      return new PackWriter(files, id, await reopenForWrite(fd, files.path(id)), committedLength)
     } catch (err) {
       throw fromSystemError(err, files.path(id))
     }
@@ -392,7 +428,68 @@ export class PackWriter {
   /** Whether the next write is synchronous (no slow one lately). */
   get syncWrites (): boolean { return performance.now() >= this.syncAfter }
 
+  /**
+   * Whether the next write goes direct: no read of what this process appended within HOT_MS, and
+   * the file system takes direct writes.
+   */
+  get directNext (): boolean {
+    if (performance.now() < this.hotUntil || this.direct === null || !this.files.directWrites) return false
+    if (this.direct === undefined) {
+      const buffers = this.files.stagingBuffers()
+      try {
+        this.direct = buffers == null ? null : new DirectWrites(this.files.path(this.id), this.fd.fd, buffers)
+      } catch {
+        this.direct = null
+      }
+    }
+    return this.direct?.direct === true
+  }
+
+  /**
+   * A read of `length` bytes at `offset` of this pack, to serve them: true when they are in the page
+   * cache (this process wrote them through it, and they landed). A read of bytes this process
+   * appended says more are wanted soon: appends go through the page cache for HOT_MS.
+   */
+  readRecent (offset: number, length: number): boolean {
+    if (offset < this.writtenFrom) return false
+    this.hotUntil = performance.now() + HOT_MS
+    return offset + length <= this.landedLength && !this.isCold(offset, offset + length)
+  }
+
+  private isCold (start: number, end: number): boolean {
+    for (let i = this.cold.length - 2; i >= 0; i -= 2) {
+      if (this.cold[i + 1]! <= start) return false
+      if (this.cold[i]! < end) return true
+    }
+    return false
+  }
+
+  private markCold (start: number, end: number): void {
+    const n = this.cold.length
+    if (n > 0 && this.cold[n - 1] === start) this.cold[n - 1] = end
+    else this.cold.push(start, end)
+    // Many switches: the oldest two ranges become one (the bytes between are then read on the threadpool).
+    if (this.cold.length > 2 * COLD_RANGES) this.cold.splice(1, 2)
+  }
+
   private async writeAt (queue: Uint8Array[], position: number): Promise<void> {
+    const direct = this.directNext
+    if (direct !== this.lastDirect) {
+      // A direct write rewrites the unit it starts in, and pads the one it ends in: writes of the
+      // other kind next to it must not be in flight at the same time. Every write before the switch
+      // lands first (writes after it wait here in call order).
+      this.lastDirect = direct
+      const gate: Promise<unknown> = this.settled.then(() => { if (this.gate === gate) this.gate = undefined })
+      this.gate = gate
+    }
+    if (this.gate != null) await this.gate
+    if (direct) {
+      let end = position
+      for (const b of queue) end += b.length
+      this.markCold(position, end)
+      await this.direct!.write(queue, position)
+      return
+    }
     if (this.syncWrites) {
       const started = performance.now()
       this.writeNow(queue, position)
@@ -452,6 +549,7 @@ export class PackWriter {
     this.queued = 0
     if (this.failure == null) return this.length
     await this.fd.truncate(this.landedLength).catch(() => {})
+    this.direct?.reset()
     this.length = this.landedLength
     this.failure = undefined
     this.tail = Promise.resolve()
@@ -469,6 +567,11 @@ export class PackWriter {
 
   async close (): Promise<void> {
     await this.settled
+    if (this.direct != null) {
+      // Direct writes end on a unit boundary: the padding after the last record goes (an open would cut it).
+      if (this.failure == null && this.cold.length > 0) await this.fd.truncate(this.landedLength).catch(() => {})
+      this.direct.close()
+    }
     await this.fd.close()
   }
 }

@@ -59,7 +59,8 @@ describe('Blockstore writes', () => {
     const path = join(dir, 'sync-async')
     const first = blocks('w-sync', 24, 64 * KiB)
     const second = blocks('w-async', 24, 64 * KiB)
-    let store = await Blockstore.open(path)
+    // Writes through the page cache (direct writes are asynchronous anyway: direct.spec.ts).
+    let store = await Blockstore.open(path, { directWrites: false })
     try {
       const writer = (store as unknown as { writer: { syncWrites: boolean, slowWriteMs: number } }).writer
       expect(writer.syncWrites).toBe(true)
