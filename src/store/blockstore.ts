@@ -187,6 +187,7 @@ export class Blockstore {
   async get (cid: CID, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     const loc = await this.lookup(cid)
     if (loc == null) throw new BlockMissingError(`block ${cid} is not in the store`)
+    await this.written([loc])
     const bytes = await this.packs.read(loc)
     if (bytes == null || !verifyBlock(cid, bytes)) {
       throw new HashMismatchError(`block ${cid} is corrupt on disk (run: collective-peer fsck)`)
@@ -236,8 +237,8 @@ export class Blockstore {
   }
 
   /**
-   * Where blocks are, by BLAKE3 digest (committed, or pending: a pending block may not be written
-   * yet, so a read of it can come up short): one LevelDB round trip per thousand; undefined for
+   * Where blocks are, by BLAKE3 digest (committed, or pending: once the write holding a pending
+   * block's bytes landed, if one is in flight): one LevelDB round trip per thousand; undefined for
    * blocks not stored. A location stays valid while `readGeneration` is unchanged (readers that
    * cache locations compare it); bytes read from one are not verified here.
    */
@@ -260,7 +261,16 @@ export class Blockstore {
       locations[lookups[j]!] = entry
       this.remember(ids[lookups[j]!]!, entry, generation)
     })
+    await this.written(locations)
     return locations
+  }
+
+  /** Waits for the writes of pending blocks among `locations` that are still on their way to the active pack. */
+  private async written (locations: Array<Location | undefined>): Promise<void> {
+    const writer = this.writer
+    let end = 0
+    for (const loc of locations) if (loc != null && loc.pack === writer.id && loc.offset + loc.length > end) end = loc.offset + loc.length
+    if (end > writer.landed) await writer.landedTo(end)
   }
 
   private recentLocation (id: string): IndexEntry | undefined {

@@ -32,7 +32,10 @@ export const STAGE_BYTES = 4 * 1024 * 1024
  * this size are never moved by V8, so the offset found stays aligned.
  */
 export function stagingBuffers (dir: string, size = STAGE_BYTES): [Buffer, Buffer] | undefined {
-  const probe = join(dir, `.direct-probe-${process.pid}`)
+  // Not on every platform (macOS has F_NOCACHE instead): there, plain writes.
+  if (constants.O_DIRECT == null) return undefined
+  // One process at a time writes a store (LevelDB's lock): one probe file name will do.
+  const probe = join(dir, '.direct-probe')
   let fd: number
   try {
     fd = openSync(probe, constants.O_CREAT | constants.O_TRUNC | constants.O_WRONLY | constants.O_DIRECT, 0o600)

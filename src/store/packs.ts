@@ -351,6 +351,15 @@ export class PackWriter {
   /** The end of the writes that landed, in order. */
   get landed (): number { return this.landedLength }
 
+  /**
+   * Resolves once the bytes up to `end` landed, if a write issued already holds them (a direct write
+   * is in flight for a few ms): a reader of a block just put waits for it instead of reading a pack
+   * that does not hold it yet. Returns at once for bytes not handed to a write, and after a failure.
+   */
+  async landedTo (end: number): Promise<void> {
+    while (end > this.landedLength && end <= this.length && this.failure == null) await this.tail.catch(() => {})
+  }
+
   static async open (files: PackFiles, id: number, committedLength: number): Promise<PackWriter> {
     try {
       const fd = await open(files.path(id), 'a+')

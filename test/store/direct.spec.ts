@@ -28,6 +28,7 @@ function blocks (seed: string, count: number, size: number): Block[] {
 
 interface WriterView {
   directNext: boolean
+  size: number
   hotUntil: number
   id: number
   landed: number
@@ -128,6 +129,33 @@ describe('Blockstore: direct writes', () => {
     store = await Blockstore.open(path)
     try {
       for (const set of [first, second, third]) await expectStored(store, set)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('a read of a block whose direct write is still in flight waits for it, and gets the right bytes', async () => {
+    const store = await Blockstore.open(join(dir, 'e'))
+    try {
+      const set = blocks('d-inflight', 8, 24 * KiB)
+      const writer = writerOf(store)
+      expect(writer.directNext).toBe(true)
+      // The direct write is handed to the kernel 300 ms late (a slow disk, a busy threadpool).
+      const direct = writer.direct as unknown as { send: (...a: unknown[]) => void }
+      const send = direct.send.bind(direct)
+      direct.send = (...a: unknown[]) => { setTimeout(() => { send(...a) }, 300) }
+      const put = store.putMany(set, { trusted: true })
+      // The records are pending (appended, their write issued) before their bytes are in the pack.
+      while (writer.size === 0) await new Promise(resolve => setImmediate(resolve))
+      expect(writer.landed).toBe(0)
+      const got = await store.getMany(set.map(b => b.cid))
+      got.forEach((bytes, i) => { expect(Buffer.compare(bytes, set[i]!.bytes)).toBe(0) })
+      await put
+      const more = blocks('d-inflight-2', 4, 24 * KiB)
+      const put2 = store.putMany(more, { trusted: true })
+      while (writer.size === writer.landed) await new Promise(resolve => setImmediate(resolve))
+      expect(Buffer.compare(await store.get(more[2]!.cid), more[2]!.bytes)).toBe(0)
+      await put2
     } finally {
       await store.close()
     }
