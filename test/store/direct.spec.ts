@@ -14,6 +14,7 @@ import { packName } from '../../src/store/packs.js'
 import { rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
+import { countReads } from '../helpers/store.js'
 import type { Block } from '../../src/store/interface.js'
 
 const KiB = 1024
@@ -36,17 +37,6 @@ interface WriterView {
 }
 
 const writerOf = (store: Blockstore): WriterView => (store as unknown as { writer: WriterView }).writer
-
-/** Counts the store's synchronous (page cache) and threadpool pack reads. */
-function countReads (store: Blockstore): { now: number, pool: number } {
-  const counts = { now: 0, pool: 0 }
-  const packs = store.packs as unknown as Record<string, (...a: unknown[]) => unknown>
-  const readvNow = packs.readvNow!.bind(store.packs)
-  const read = packs.read!.bind(store.packs)
-  packs.readvNow = (...a: unknown[]) => { counts.now++; return readvNow(...a) }
-  packs.read = (...a: unknown[]) => { counts.pool++; return read(...a) }
-  return counts
-}
 
 async function expectStored (store: Blockstore, set: Block[]): Promise<void> {
   const got = await store.getMany(set.map(b => b.cid))

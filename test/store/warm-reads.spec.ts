@@ -4,6 +4,7 @@ import { Blockstore } from '../../src/store/blockstore.js'
 import { rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
+import { countReads } from '../helpers/store.js'
 import type { Block } from '../../src/store/interface.js'
 
 /**
@@ -23,16 +24,6 @@ describe('Blockstore: serving what it just wrote', () => {
     return { cid: rawCid(bytes), bytes }
   })
 
-  /** Counts the store's synchronous and threadpool pack reads. */
-  function countReads (store: Blockstore): { now: number, pool: number } {
-    const counts = { now: 0, pool: 0 }
-    const packs = store.packs as unknown as Record<string, (...a: unknown[]) => unknown>
-    const readvNow = packs.readvNow!.bind(store.packs)
-    const read = packs.read!.bind(store.packs)
-    packs.readvNow = (...a: unknown[]) => { counts.now++; return readvNow(...a) }
-    packs.read = (...a: unknown[]) => { counts.pool++; return read(...a) }
-    return counts
-  }
 
   async function expectServed (store: Blockstore, set: Block[]): Promise<void> {
     // Every other block, in reverse order: several spans, answers at their places.
