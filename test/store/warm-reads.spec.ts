@@ -24,7 +24,6 @@ describe('Blockstore: serving what it just wrote', () => {
     return { cid: rawCid(bytes), bytes }
   })
 
-
   async function expectServed (store: Blockstore, set: Block[]): Promise<void> {
     // Every other block, in reverse order: several spans, answers at their places.
     const ask = set.filter((_, i) => i % 2 === 0).reverse()
