@@ -188,6 +188,11 @@ export class DirectWrites {
 
   /** Writes buf[at, length) at start + at; `end` is where the real bytes in it end. */
   private send (buf: Buffer, at: number, length: number, start: number, end: number): void {
+    // Every real byte written (a short direct write may leave only padding): landed.
+    if (at >= length) {
+      this.done(end)
+      return
+    }
     writeCallback(this.direct ? this.fd : this.plainFd, buf, at, length - at, start + at, (err, written) => {
       if (err != null) {
         if (err.code === 'EINVAL' && this.direct) {
@@ -203,18 +208,19 @@ export class DirectWrites {
         return
       }
       // Short (a full disk on the way, a signal): the rest, which fails if the disk is full.
-      if (at + written < length) {
-        this.send(buf, at + written, length, start, end)
-        return
-      }
-      this.inflight = false
-      this.landed = end
-      let settled = 0
-      while (settled < this.waiters.length && this.waiters[settled]!.end <= end) this.waiters[settled++]!.resolve()
-      if (settled > 0) this.waiters = this.waiters.slice(settled)
-      this.stage()
-      this.issue()
+      this.send(buf, at + written, length, start, end)
     })
+  }
+
+  /** The write in flight landed, up to `end`: its waiters resolve, and the next buffer goes. */
+  private done (end: number): void {
+    this.inflight = false
+    this.landed = end
+    let settled = 0
+    while (settled < this.waiters.length && this.waiters[settled]!.end <= end) this.waiters[settled++]!.resolve()
+    if (settled > 0) this.waiters = this.waiters.slice(settled)
+    this.stage()
+    this.issue()
   }
 
   /** A write failed: every write not landed fails with it, and the file's tail is read again before the next. */
