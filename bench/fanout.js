@@ -3,7 +3,7 @@
 // single-source HTTP server under the same shaping, in the same run.
 //
 //   node bench/fanout.js [--hosts 4,8,16] [--size-mib N] [--rate-mbit R] [--compressible F]
-//                        [--publisher-nice N] [--skip-http] [--warm] [--cpu-prof DIR] [--log-dir DIR]
+//                        [--publisher-nice N] [--skip-http] [--warm] [--timeline[=S]] [--cpu-prof DIR] [--log-dir DIR]
 //                        [--tcp-cc NAME] [--node-args="FLAGS"] [--keep]
 //
 // Network (needs root, iproute2, tc): a namespace per host and one for the publisher, each with a veth
@@ -44,6 +44,9 @@
 //         tail-drop queue, 10 % of the bytes the hosts uploaded were dropped and sent again
 //         (docs/benchmarks.md). A CUBIC not in net.ipv4.tcp_allowed_congestion_control (namespaces
 //         other than the first may only pick those) is added to it for the run, and the list restored.
+// --timeline[=S]: every p2p pull also samples every link's counters each second and prints, per S s (5), how
+//         busy the hosts' downloads and all nodes' uploads were (% of their shaped rate), and how
+//         many hosts had finished: where a swarm leaves its links idle (start, middle or tail).
 // --node-args="FLAGS": node flags for every daemon (diagnosis, e.g. --node-args=--trace-gc with --log-dir).
 // Last stdout line: one JSON object with every row.
 import { spawnSync } from 'node:child_process';
@@ -85,6 +88,8 @@ const nodeArgs = [...(args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['
   ...(typeof args['node-args'] === 'string' ? args['node-args'].split(' ').filter(Boolean) : [])];
 const logDir = args['log-dir'] ? String(args['log-dir']) : null;
 const tcpCc = String(args['tcp-cc'] ?? 'cubic');
+const timeline = Boolean(args.timeline);
+const timelineStep = typeof args.timeline === 'string' ? Number(args.timeline) : 5;
 if (logDir) mkdirSync(logDir, { recursive: true });
 const daemonLog = (n, name) => (logDir ? { env: { DEBUG: 'collective:*' }, stderrFile: join(logDir, `${n}-${name}.log`) } : {});
 const bytes = sizeMiB * MIB;
@@ -262,12 +267,16 @@ async function pullAll(hosts, root, all, timeoutMs, pubDir) {
   const sent0 = await publisherSent(pubDir);
   const t0 = performance.now();
   const samples = [];
+  const linkSamples = [];
+  const doneAt = [];
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
       await new Promise((resolve) => setTimeout(resolve, 500));
       const b = await publisherSent(pubDir).catch(() => NaN);
-      samples.push([(performance.now() - t0) / 1000, b - sent0]);
+      const t = (performance.now() - t0) / 1000;
+      samples.push([t, b - sent0]);
+      if (timeline && (linkSamples.length === 0 || t - linkSamples.at(-1).t >= 0.95)) linkSamples.push({ t, c: linkCounters() });
     }
   })();
   // `pull` is sent to each daemon's control socket from here, as the CLI forwards it, without a node
@@ -275,6 +284,7 @@ async function pullAll(hosts, root, all, timeoutMs, pubDir) {
   // daemons, a cost of crowding the hosts on one machine that a real host does not pay.
   const results = await Promise.allSettled(hosts.map(async (h) => {
     const r = await withTimeout(daemonCli(h.dataDir, ['pull', root]), timeoutMs, `host ${h.i}: pull`);
+    doneAt.push((performance.now() - t0) / 1000);
     return { i: h.i, seconds: (performance.now() - t0) / 1000, cliSeconds: r.seconds, ...r.result };
   }));
   const seconds = (performance.now() - t0) / 1000;
@@ -293,7 +303,42 @@ async function pullAll(hosts, root, all, timeoutMs, pubDir) {
     pullPeers: ok.map((r) => r.peers),
     failed: failed.length, errors: failed.slice(0, 3).map((r) => errorLine(r.reason)),
     cpuSeconds: round(cpu, 1), cpuUtilization: round(cpu / (2 * seconds), 2), publisherAt, links,
+    ...(timeline ? { timeline: linkTimeline([{ t: 0, c: links0 }, ...linkSamples], hosts.length, doneAt) } : {}),
   };
+}
+
+/**
+ * Per timelineStep seconds of a pull: the hosts' downloads and every node's uploads as a share of their shaped rate
+ * (from the bridge-side veths' counters), and how many hosts had finished by its end.
+ */
+function linkTimeline(samples, n, doneAt) {
+  const capacity = (rateMbit * 1e6) / 8; // bytes per second per link
+  const rows = [];
+  for (let k = 0, start = 0; start < samples.length - 1; k++) {
+    const end = samples.findLastIndex((s) => s.t <= (k + 1) * timelineStep + 0.05);
+    if (end <= start) continue; // no sample in this step (the sampler was late): the next row covers it
+    const a = samples[start].c;
+    const b = samples[end].c;
+    const dt = samples[end].t - samples[start].t;
+    let down = 0;
+    let up = 0;
+    const hostUp = [];
+    let pubUp = NaN;
+    for (let i = 0; i <= n; i++) {
+      const x = a.get(`v${i}`);
+      const y = b.get(`v${i}`);
+      if (x == null || y == null) continue;
+      up += y.up - x.up;
+      if (i > 0) { down += y.down - x.down; hostUp.push((y.up - x.up) / (capacity * dt)); }
+      else pubUp = (y.up - x.up) / (capacity * dt);
+    }
+    rows.push({ from: round(samples[start].t, 1), to: round(samples[end].t, 1),
+      hostsDown: round(down / (n * capacity * dt), 2), allUp: round(up / ((n + 1) * capacity * dt), 2),
+      publisherUp: round(pubUp, 2), hostUpMin: round(Math.min(...hostUp), 2), hostUpMax: round(Math.max(...hostUp), 2),
+      done: doneAt.filter((d) => d <= samples[end].t).length });
+    start = end;
+  }
+  return rows;
 }
 
 // The swarm the pulls start in: every host connected to the publisher and to every other host (each
@@ -369,6 +414,11 @@ function logPull(label, n, r) {
   const l = r.links;
   if (l != null) log(`${label} N=${String(n).padStart(2)}: the links carried ${fmtMiB(l.uploadedBytes)} MiB up, ${fmtMiB(l.downloadedBytes)} MiB down: ` +
     `${fmtMiB(l.lostBytes)} MiB (${round(l.lostOfUpload * 100, 1)} % of the upload) dropped on the way, ${l.queueDrops} drops at download queues`);
+  if (r.timeline != null) {
+    log(`${label} N=${String(n).padStart(2)}: link use per ${timelineStep} s (hosts' downloads / all uploads [least–most a host uploaded] publisher's upload, % of the links; hosts done):`);
+    const pc = (x) => Math.round(x * 100);
+    log('  ' + r.timeline.map((x) => `${Math.round(x.to)}s ${pc(x.hostsDown)}/${pc(x.allUp)} [${pc(x.hostUpMin)}–${pc(x.hostUpMax)}] ${pc(x.publisherUp)}${x.done ? ` ${x.done}` : ''}`).join('  '));
+  }
   const at = r.publisherAt;
   if (at != null) log(`${label} N=${String(n).padStart(2)}: publisher had sent 10 / 50 / 90 / 100 % of the image at ${at.p10} / ${at.p50} / ${at.p90} / ${at.p100} s (ideal ${round(0.1 * idealSeconds, 1)} / ${round(0.5 * idealSeconds, 1)} / ${round(0.9 * idealSeconds, 1)} / ${round(idealSeconds, 1)})`);
 }

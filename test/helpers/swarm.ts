@@ -42,10 +42,10 @@ async function exited (proc: ChildProcess): Promise<number | null> {
  * Starts `collective-peer daemon --json` on 127.0.0.1 (no mDNS: tests choose who knows whom) and
  * waits for its ready event. Rejects with its stderr if it exits first.
  */
-export async function startDaemon (dataDir: string, args: string[] = [], options: { timeoutMs?: number } = {}): Promise<TestDaemon> {
+export async function startDaemon (dataDir: string, args: string[] = [], options: { timeoutMs?: number, env?: Record<string, string> } = {}): Promise<TestDaemon> {
   const proc = spawn(process.execPath, [BIN, '--data-dir', dataDir, 'daemon', '--json', '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, COLLECTIVE_BOOTSTRAP: '', COLLECTIVE_LISTEN: '' }
+    env: { ...process.env, COLLECTIVE_BOOTSTRAP: '', COLLECTIVE_LISTEN: '', ...options.env }
   })
   running.add(proc)
   proc.once('exit', () => { running.delete(proc) })

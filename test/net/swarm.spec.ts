@@ -8,8 +8,9 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { join } from 'node:path'
 import { open } from 'node:fs/promises'
-import { randomFillSync } from 'node:crypto'
-import { tempDir } from '../helpers/cli.js'
+import { randomBytes, randomFillSync } from 'node:crypto'
+import { tempDir, until } from '../helpers/cli.js'
+import { rawCid } from '../../src/dag/hash.js'
 import { writeImage, sha256File } from '../helpers/images.js'
 import { killAll, spawnWatched, startDaemon, type TestDaemon } from '../helpers/swarm.js'
 
@@ -97,6 +98,28 @@ describe('swarm: daemons exchanging a real image on 127.0.0.1', () => {
     expect(peers.lines.some(l => l.peer === seeder.peerId)).toBe(true)
     await Promise.all(hosts.map(async h => { expect(await h.stop()).toBe(0) }))
   }, 180_000)
+
+  it('a pull whose seed is connected leaves the DHT alone at its start; with none connected it searches at once', async () => {
+    const host = await startDaemon(join(dir, 'dht'), ['--bootstrap', seeder.addresses[0]!], { env: { DEBUG: 'collective:*' } })
+    await until('a block stream to the seeder', async () => (await host.run(['peers', '--json'])).lines.some(l => l.peer === seeder.peerId && l.blockStream === true) ? true : undefined, 15_000)
+    const searches = (): number => host.stderr().split('\n').filter(l => l.includes('searching the DHT for providers of')).length
+    const before = searches()
+    // The seeder answers INTEREST with HAVE all: the pull has a source, and its first provider search
+    // would come 10 s in (the pull takes ~1 s). Without that rule it searched in its first ms.
+    const pulled = await host.run(['pull', root, '--json'])
+    expect(pulled.code, pulled.stderr).toBe(0)
+    expect(searches() - before, 'DHT searches during a pull from a connected seed').toBe(0)
+    // A root no connected peer holds: the search starts once they answered, well before the timeout.
+    const missing = rawCid(randomBytes(64)).toString()
+    const started = Date.now()
+    const none = await host.run(['pull', missing, '--timeout', '3'])
+    expect(none.code, none.stderr).toBe(3)
+    const line = host.stderr().split('\n').find(l => l.includes(`searching the DHT for providers of ${missing}`))
+    expect(line, 'no DHT search for a root no connected peer holds').toBeDefined()
+    // DEBUG lines start with an ISO time: the search began within the seed-answer wait (1 s) of the pull.
+    expect(Date.parse(line!.trim().split(' ')[0]!) - started).toBeLessThan(2_000)
+    expect(await host.stop()).toBe(0)
+  }, 60_000)
 
   it('an image whose regions repeat (a run of one non-zero byte: the same node twice in a level) is pulled whole', async () => {
     // 16 MiB of 0xab between random data: identical chunks, so identical level-1 nodes. Before,

@@ -33,6 +33,8 @@ export class PeerClient {
   /** Codecs we offered in HELLO: the peer may send DEFLATEd BLOCKs, or zstd BLOCKS batches, only if listed. */
   private readonly codecs: string[]
   readonly haves = new Map<string, PeerHave>()
+  /** Roots the peer answered INTEREST for (with any HAVE, an empty one included). */
+  readonly answered = new Set<string>()
 
   private constructor (peer: PeerId, channel: Channel, codecs: string[]) {
     this.codecs = codecs
