@@ -9,7 +9,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { decodeMessage, encodeCidList, encodeHaveIndices, encodeMessage, T, type Message } from '../../src/net/exchange/messages.js'
-import { FrameDecoder, ProtocolError } from '../../src/net/exchange/frames.js'
+import { encodeFrame, FrameDecoder, ProtocolError } from '../../src/net/exchange/frames.js'
 import { cborCid, rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 
@@ -138,6 +138,33 @@ describe('control frames', () => {
       expect(v).toBeDefined()
       expect((got as any).indices).toEqual(v.i)
       expect((got as any).root.toString()).toBe(v.r.toString())
+    }
+  })
+})
+
+describe('FrameDecoder', () => {
+  it('reassembles frames from any chunking; payloads stay intact after later frames (spanning ones share copy buffers)', () => {
+    // Sizes around the copy buffers' bounds (a quarter of 256 KiB is the largest carved from one).
+    const sizes = [1, 7, 8, 9, 4095, 16384, 18000, 65535, 65536, 65537, 200_000, ...Array.from({ length: 200 }, (_, i) => 1 + ((i * 7919) % 40_000))]
+    const payloads = sizes.map((n, i) => pseudoRandom(`frame-${i}`, n))
+    const wire = Buffer.concat(payloads.map(p => encodeFrame(0x10, p)))
+    for (const seed of [1, 2, 3]) {
+      const decoder = new FrameDecoder()
+      const got: Uint8Array[] = []
+      // Chunks of 1 byte to 100 KiB, as a socket hands them over.
+      let x = seed
+      for (let at = 0; at < wire.length;) {
+        x = (x * 1103515245 + 12345) % 2147483648
+        const n = Math.min(wire.length - at, 1 + (x % (x % 3 === 0 ? 100_000 : 30_000)))
+        for (const f of decoder.push(wire.subarray(at, at + n))) {
+          expect(f.type).toBe(0x10)
+          got.push(f.payload)
+        }
+        at += n
+      }
+      expect(decoder.pending).toBe(0)
+      expect(got).toHaveLength(payloads.length)
+      for (const [i, p] of payloads.entries()) expect(Buffer.compare(got[i]!, p), `frame ${i} (${p.length} bytes), chunking ${seed}`).toBe(0)
     }
   })
 })
