@@ -145,6 +145,8 @@ export class DemandFetcher {
       return ours
     }
     if (message.type !== T.BLOCK) return false
+    // Every block a pull receives comes here first: nothing to look up while no VM waits for one.
+    if (this.wants.size === 0 && this.delivered.size === 0) return false
     const id = blockId(message.cid)
     const want = this.wants.get(id)
     if (want == null) return this.isLateCopy(id)
