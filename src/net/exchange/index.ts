@@ -55,9 +55,6 @@ const ENOUGH_HOLDERS = 8
 /** Connected peers we hold no block stream to are asked again this often during a pull. */
 const REASK_MS = 2_000
 
-/** A provider search not run: enough holders are connected. */
-class SkipSearch extends Error {}
-
 class Exchange implements BlockExchange {
   private readonly components: ExchangeComponents
   private readonly init: ExchangeInit
@@ -379,16 +376,17 @@ class Exchange implements BlockExchange {
     let wait = DHT_RETRY_MS
     await this.untilUnseeded(root, signal)
     while (!signal.aborted) {
-      try {
-        if (this.holders(root) >= ENOUGH_HOLDERS) throw new SkipSearch()
-        this.log(`searching the DHT for providers of ${root}`)
-        for await (const provider of libp2p.contentRouting.findProviders(root, { signal })) {
-          if (provider.id.equals(libp2p.peerId)) continue
-          if (provider.multiaddrs.length > 0) await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
-          void this.ask(provider.id, root, signal)
+      if (this.holders(root) < ENOUGH_HOLDERS) {
+        try {
+          this.log(`searching the DHT for providers of ${root}`)
+          for await (const provider of libp2p.contentRouting.findProviders(root, { signal })) {
+            if (provider.id.equals(libp2p.peerId)) continue
+            if (provider.multiaddrs.length > 0) await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
+            void this.ask(provider.id, root, signal)
+          }
+        } catch (err) {
+          if (!signal.aborted) this.log(`provider search for ${root}: ${(err as Error).message}`)
         }
-      } catch (err) {
-        if (!signal.aborted && !(err instanceof SkipSearch)) this.log(`provider search for ${root}: ${(err as Error).message}`)
       }
       await new Promise<void>(resolve => {
         const timer = setTimeout(resolve, wait)

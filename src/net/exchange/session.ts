@@ -87,7 +87,7 @@ const MIN_WINDOW_PLAIN = 512 * 1024
  * host's request for it; a deep queue there (512 KiB per host: 2.5 s of a 25 Mbit/s upload shared by
  * 15) holds requests that later holders, whose uploads sit idle, could have served. At 128 KiB (0.6 s)
  * the rest waits here until some holder has room: the fan-out at N = 16 kept its links 94–97 % busy
- * between 25 and 50 s instead of 92–95 %, the least busy host's upload 86–91 % instead of 57–81 %.
+ * between 25 and 50 s instead of 92–95 %, the least busy host's upload 87–90 % instead of 59–76 %.
  */
 const MIN_WINDOW_PARTIAL = 128 * 1024
 /** A new peer's window, before its rate is known. */
