@@ -52,17 +52,20 @@ export function writeHead (out: Uint8Array, at: number, major: number, value: nu
 }
 
 /** Bytes of a CID in DAG-CBOR: tag 42, a byte string of 0x00 and the CID's bytes. */
-export function cidLength (c: CID): number {
-  return 2 + headLength(c.bytes.length + 1) + 1 + c.bytes.length
+/** Bytes of a CID as a CBOR tag 42 (`c` a CID, or a CID's binary form). */
+export function cidLength (c: CID | Uint8Array): number {
+  const length = c instanceof Uint8Array ? c.length : c.bytes.length
+  return 2 + headLength(length + 1) + 1 + length
 }
 
-export function writeCid (out: Uint8Array, at: number, c: CID): number {
+export function writeCid (out: Uint8Array, at: number, c: CID | Uint8Array): number {
+  const bytes = c instanceof Uint8Array ? c : c.bytes
   out[at++] = 0xd8
   out[at++] = CID_TAG
-  at = writeHead(out, at, 2, c.bytes.length + 1)
+  at = writeHead(out, at, 2, bytes.length + 1)
   out[at++] = 0
-  out.set(c.bytes, at)
-  return at + c.bytes.length
+  out.set(bytes, at)
+  return at + bytes.length
 }
 
 /** A CBOR head of `major` in its shortest form at `at` (value below 2^32): [value, next offset]. */

@@ -72,6 +72,12 @@ describe('control frames', () => {
       for (const p of [0, 1, 2]) expect(hex(encodeCidList(cids, p))).toBe(hex(dagCbor.encode({ p, c: cids })))
     }
     expect(hex(encodeCidList([otherCid, ...leaves(3)], 1))).toBe(hex(dagCbor.encode({ p: 1, c: [otherCid, ...leaves(3)] })))
+    // A pull names its leaves by their binary form (views of its skeleton), mixed with CID objects.
+    const mixed = leaves(40)
+    const named = mixed.map((c, i) => i % 3 === 0 ? c : c.bytes)
+    expect(hex(encodeCidList(named, 2))).toBe(hex(dagCbor.encode({ p: 2, c: mixed })))
+    expect(hex(encodeMessage({ type: T.WANT, priority: 2, cids: named }))).toBe(hex(encodeMessage({ type: T.WANT, priority: 2, cids: mixed })))
+    expect(hex(encodeMessage({ type: T.CANCEL, cids: named }))).toBe(hex(encodeMessage({ type: T.CANCEL, cids: mixed })))
     const indices = [0, 1, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 7]
     expect(hex(encodeHaveIndices(root, indices))).toBe(hex(dagCbor.encode({ r: root, i: indices })))
     expect(hex(encodeHaveIndices(root, []))).toBe(hex(dagCbor.encode({ r: root, i: [] })))

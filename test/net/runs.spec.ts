@@ -7,7 +7,7 @@ import { T } from '../../src/net/exchange/messages.js'
 import { leafCids, loadSkeleton } from '../../src/net/exchange/skeleton.js'
 import { openStore, type Store } from '../../src/store/index.js'
 import { importImage } from '../../src/dag/index.js'
-import { blockId, rawCid } from '../../src/dag/hash.js'
+import { blockId, decodeCid, rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
 import { Serving } from '../../src/net/exchange/server.js'
@@ -15,6 +15,9 @@ import { Priority } from '../../src/net/exchange/messages.js'
 import type { Channel } from '../../src/net/exchange/channel.js'
 import type { PeerClient } from '../../src/net/exchange/client.js'
 import type { CID } from 'multiformats/cid'
+
+/** A CID as a WANT or CANCEL names it (a pull names leaves by their binary form). */
+const asCid = (c: CID | Uint8Array): CID => c instanceof Uint8Array ? decodeCid(c) : c
 
 /**
  * The pull's scheduler on its own: two peers that answer from a real store, in this process (the
@@ -57,7 +60,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
         key,
         closed: false,
         haves: new Map([[root.toString(), have]]),
-        async want (cids: CID[]) {
+        async want (named: Array<CID | Uint8Array>) {
+          const cids = named.map(asCid)
           const leaves = cids.flatMap(c => leafIndex.has(blockId(c)) ? [leafIndex.get(blockId(c))!] : [])
           asked.set(key, [...(asked.get(key) ?? []), ...leaves])
           if (leaves.length > 0 && !firstWant.has(key)) firstWant.set(key, leaves)
@@ -122,7 +126,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
         key,
         closed: false,
         haves: new Map([[root.toString(), have]]),
-        async want (cids: CID[]) {
+        async want (named: Array<CID | Uint8Array>) {
+          const cids = named.map(asCid)
           const wants = asked.get(key) ?? []
           asked.set(key, wants)
           const ids = cids.map(c => blockId(c))
@@ -139,7 +144,7 @@ describe('PullSession: runs of neighbouring leaves', () => {
             })
           }, first ? firstLeavesDelayMs : 1)
         },
-        async cancel (cids: CID[]) { cancelled.set(key, [...(cancelled.get(key) ?? []), ...cids.map(c => blockId(c))]) }
+        async cancel (cids: Array<CID | Uint8Array>) { cancelled.set(key, [...(cancelled.get(key) ?? []), ...cids.map(c => blockId(asCid(c)))]) }
       }
       return client as unknown as PeerClient
     }
@@ -208,7 +213,8 @@ describe('PullSession: runs of neighbouring leaves', () => {
         key: 'seed',
         closed: false,
         haves: new Map([[root.toString(), { all: true }]]),
-        async want (cids: CID[]) {
+        async want (named: Array<CID | Uint8Array>) {
+          const cids = named.map(asCid)
           asked += cids.filter(c => leafIndex.has(blockId(c))).length
           lastWantAt = Date.now()
           const blocks = await source.blocks.getMany(cids)

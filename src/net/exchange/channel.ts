@@ -1,5 +1,5 @@
 import { FrameDecoder, ProtocolError } from './frames.js'
-import { decodeMessage, encodeMessageParts, type Message } from './messages.js'
+import { decodeMessage, encodeMessageParts, type Message, type OutMessage } from './messages.js'
 import type { Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 
@@ -81,7 +81,7 @@ export class Channel {
    * others queued in it (or at once when COALESCE bytes are waiting). Resolves at once while fewer
    * than MAX_QUEUED bytes wait; otherwise once the stream has taken them (the peer reads slowly).
    */
-  async send (message: Message): Promise<void> {
+  async send (message: OutMessage): Promise<void> {
     if (this.closed) return
     for (const part of encodeMessageParts(message)) {
       this.out.push(part)

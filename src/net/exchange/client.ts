@@ -83,13 +83,13 @@ export class PeerClient {
     return blocks.map((data, i) => ({ type: T.BLOCK, cid: message.cids[i]!, compressed: false, data, wire: Math.round(message.payload.length * data.length / Math.max(1, total)) }))
   }
 
-  async want (cids: CID[], priority: Priority): Promise<void> {
+  async want (cids: Array<CID | Uint8Array>, priority: Priority): Promise<void> {
     for (let i = 0; i < cids.length; i += MAX_LIST) {
       await this.channel.send({ type: T.WANT, priority, cids: cids.slice(i, i + MAX_LIST) })
     }
   }
 
-  async cancel (cids: CID[]): Promise<void> {
+  async cancel (cids: Array<CID | Uint8Array>): Promise<void> {
     for (let i = 0; i < cids.length; i += MAX_LIST) {
       await this.channel.send({ type: T.CANCEL, cids: cids.slice(i, i + MAX_LIST) })
     }

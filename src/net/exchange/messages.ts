@@ -51,7 +51,16 @@ export type Message =
   /** Leaves a peer holds of `root`: `all`, or a bitfield over `count` leaves, or new `indices`. */
   | { type: typeof T.HAVE, root: CID, all?: boolean, count?: number, bitfield?: Uint8Array, indices?: number[] }
 
-export function encodeMessage (m: Message): Uint8Array {
+/**
+ * What may be sent: any message, and a WANT or CANCEL that names some CIDs by their binary form
+ * (a pull's leaves: views of its skeleton, not CID objects). They encode the same.
+ */
+export type OutMessage =
+  | Message
+  | { type: typeof T.WANT, priority: Priority, cids: Array<CID | Uint8Array> }
+  | { type: typeof T.CANCEL, cids: Array<CID | Uint8Array> }
+
+export function encodeMessage (m: OutMessage): Uint8Array {
   switch (m.type) {
     case T.HELLO: return encodeFrame(m.type, dagCbor.encode(m.features != null ? { v: m.version, compress: m.compress, f: m.features } : { v: m.version, compress: m.compress }))
     case T.WANT: return encodeFrame(m.type, encodeCidList(m.cids, m.priority))
@@ -98,7 +107,7 @@ export function encodeMessage (m: Message): Uint8Array {
  * A message as the parts to write back to back: a BLOCK's data is not copied into a frame (the
  * channel copies every part once, into the write that carries it).
  */
-export function encodeMessageParts (m: Message): Uint8Array[] {
+export function encodeMessageParts (m: OutMessage): Uint8Array[] {
   if (m.type !== T.BLOCK) return [encodeMessage(m)]
   const cid = m.cid.bytes
   const head = frameHeader(m.type, 2 + cid.length + m.data.length, 2 + cid.length)
@@ -123,7 +132,7 @@ export function encodeMessageParts (m: Message): Uint8Array[] {
 const KEY = { c: 0x63, i: 0x69, p: 0x70, r: 0x72 } as const
 
 /** `dagCbor.encode({ c: cids })`, or with `p: priority`, byte for byte. */
-export function encodeCidList (cids: CID[], priority?: number): Uint8Array {
+export function encodeCidList (cids: ReadonlyArray<CID | Uint8Array>, priority?: number): Uint8Array {
   let length = 1 + 2 + headLength(cids.length) + (priority != null ? 2 + headLength(priority) : 0)
   for (const c of cids) length += cidLength(c)
   const out = new Uint8Array(length)

@@ -1,5 +1,5 @@
 import { Bitfield } from './bitfield.js'
-import { leafCid, leafDigests, loadSkeleton, type Skeleton } from './skeleton.js'
+import { leafCid, leafCidBytes, leafDigests, loadSkeleton, type Skeleton } from './skeleton.js'
 import { Priority, T, type Message } from './messages.js'
 import { blockId, verifyBlock } from '../../dag/hash.js'
 import { decompressBlock } from '../../dag/wire.js'
@@ -135,15 +135,26 @@ function cost (item: { indices: number[] | null, size: number }): number {
 }
 
 /**
- * The `at` of every item not asked of anyone yet: one empty set shared by all of them (a 1 GiB pull
- * has 58 000 items, most waiting), and never added to: `askOf` gives an item its own set first.
+ * The `at` of every item not asked of anyone yet: one empty list shared by all of them (a 1 GiB pull
+ * has 58 000 items, most waiting), and never added to: `askOf` gives an item its own list first.
+ * A list, not a Set: an item is asked of one peer but for endgame copies (at most ENDGAME_COPIES),
+ * and a Set cost ~200 bytes per request (its table, and a new one when its last peer was deleted)
+ * that lived as long as the request, long enough to be promoted.
  */
-const NOBODY: Set<PeerState> = new Set()
+const NOBODY: readonly PeerState[] = []
 
 /** Records that `item` is asked of `peer`. */
 function askOf (item: Item, peer: PeerState): void {
-  if (item.at === NOBODY) item.at = new Set()
-  item.at.add(peer)
+  if (item.at === NOBODY) item.at = [peer]
+  else if (!item.at.includes(peer)) (item.at as PeerState[]).push(peer)
+}
+
+/** Records that `item` is no longer asked of `peer`. */
+function unask (item: Item, peer: PeerState): void {
+  const i = item.at.indexOf(peer)
+  if (i < 0) return
+  if (item.at.length === 1) item.at = NOBODY
+  else (item.at as PeerState[]).splice(i, 1)
 }
 
 /**
@@ -166,7 +177,7 @@ interface Item {
   indices: number[] | null
   state: 'pending' | 'inflight' | 'done'
   /** Peers it is asked of: NOBODY until the first (see askOf). */
-  at: Set<PeerState>
+  at: readonly PeerState[]
   /** Peers holding part of the root that hold it (kept as HAVEs arrive; seeds hold everything). */
   holders: number
   /** Some peer was asked for it at some point. */
@@ -289,7 +300,7 @@ export class PullSession {
     } finally {
       clearInterval(ticker)
       for (const peer of this.peers.values()) {
-        const pending = [...peer.inflight.values()].map(e => this.cidOf(e.item))
+        const pending = [...peer.inflight.values()].map(e => this.wantOf(e.item))
         if (pending.length > 0) void peer.client.cancel(pending).catch(() => {})
       }
     }
@@ -363,6 +374,15 @@ export class PullSession {
   /** The item's CID, made from the skeleton for a leaf that has none now (see Item.cid). */
   private cidOf (item: Item): CID {
     return item.cid ?? (item.cid = leafCid(this.skeleton!, item.indices![0]!))
+  }
+
+  /**
+   * The item's CID for a WANT: a leaf's is a view of its 36 bytes in the skeleton. A CID object made
+   * at the request lived until the block arrived, a window later: long enough to be promoted to the
+   * old generation, ~260 bytes per block that every scavenge copied on the way.
+   */
+  private wantOf (item: Item): CID | Uint8Array {
+    return item.cid ?? leafCidBytes(this.skeleton!, item.indices![0]!)
   }
 
   /** A skeleton node (its CID given) or a leaf (its CID made when needed, from its first index). */
@@ -518,12 +538,12 @@ export class PullSession {
   private abandon (peer: PeerState, items: Item[]): void {
     if (items.length === 0 || peer.client.closed) return
     for (const item of items) peer.abandoned.add(item.id)
-    void peer.client.cancel(items.map(i => this.cidOf(i))).catch(() => {})
+    void peer.client.cancel(items.map(i => this.wantOf(i))).catch(() => {})
   }
 
   private unassign (peer: PeerState, item: Item): void {
-    item.at.delete(peer)
-    if (item.state === 'inflight' && item.at.size === 0) {
+    unask(item, peer)
+    if (item.state === 'inflight' && item.at.length === 0) {
       item.state = 'pending'
       this.retry.push(item)
     }
@@ -567,7 +587,7 @@ export class PullSession {
       peer.inflightBytes -= cost(entry.item)
     }
     const item = entry.item
-    item.at.delete(peer)
+    unask(item, peer)
     let bytes: Uint8Array
     try {
       bytes = message.compressed ? decompressBlock(message.data, Math.min(item.size, MAX_BLOCK_SIZE)) : message.data
@@ -600,8 +620,7 @@ export class PullSession {
         other.inflightBytes -= cost(item)
         void other.client.cancel([this.cidOf(item)]).catch(() => {})
       }
-      // Dropped, not cleared: a done item lives as long as the pull, and its set would too (58 000
-      // sets per GiB promoted to the old generation, each scavenge copying them on the way).
+      // Dropped, not cleared: a done item lives as long as the pull, and its list would too.
       item.at = NOBODY
       // Not copied: a frame's payload is its own buffer, or a view of a decrypted message nobody reuses.
       const copy = bytes
@@ -716,7 +735,7 @@ export class PullSession {
   /** Endgame: everything is requested; ask an idle peer for blocks still in flight elsewhere. */
   private pickEndgame (peer: PeerState, now: number): Item | undefined {
     for (const item of this.order) {
-      if (item.state !== 'inflight' || item.at.size >= ENDGAME_COPIES || item.at.has(peer) || !this.usable(peer, item, now)) continue
+      if (item.state !== 'inflight' || item.at.length >= ENDGAME_COPIES || item.at.includes(peer) || !this.usable(peer, item, now)) continue
       // Only a request its peer is late with: a copy of one about to arrive is upload wasted (in a
       // fan-out, mostly the source's, which every host would ask for its last blocks).
       if (!this.late(item, now)) continue
@@ -766,7 +785,7 @@ export class PullSession {
     let endgame: boolean | undefined
     const now = Date.now()
     for (const peer of peers) {
-      const batch: CID[] = []
+      const batch: Array<CID | Uint8Array> = []
       const priority = this.skeleton == null ? Priority.Demand : Priority.Background
       const window = this.windowOf(peer)
       while (peer.inflightBytes < window) {
@@ -778,7 +797,7 @@ export class PullSession {
         if (item.indices != null) peer.last = item
         peer.inflight.set(item.id, { item, sentAt: now })
         peer.inflightBytes += cost(item)
-        batch.push(this.cidOf(item))
+        batch.push(this.wantOf(item))
       }
       if (batch.length > 0) void peer.client.want(batch, priority).catch(() => {})
     }
@@ -820,9 +839,9 @@ export class PullSession {
     for (const seed of peers) {
       if (!isSeed(seed)) continue
       const moved: Item[] = []
-      const wants = new Map<PeerState, CID[]>()
+      const wants = new Map<PeerState, Array<CID | Uint8Array>>()
       for (const [id, { item, sentAt }] of seed.inflight) {
-        if (item.indices == null || item.at.size !== 1 || now - sentAt < MIGRATE_AGE) continue
+        if (item.indices == null || item.at.length !== 1 || now - sentAt < MIGRATE_AGE) continue
         // The holder with the most room, so moves spread over the partial holders.
         let to: PeerState | undefined
         for (const p of partial) {
@@ -832,14 +851,14 @@ export class PullSession {
         if (to == null) continue
         seed.inflight.delete(id)
         seed.inflightBytes -= cost(item)
-        item.at.delete(seed)
+        unask(item, seed)
         moved.push(item)
         askOf(item, to)
         to.inflight.set(id, { item, sentAt: now })
         to.inflightBytes += cost(item)
         const list = wants.get(to)
-        if (list != null) list.push(this.cidOf(item))
-        else wants.set(to, [this.cidOf(item)])
+        if (list != null) list.push(this.wantOf(item))
+        else wants.set(to, [this.wantOf(item)])
       }
       // A copy the seed sends anyway is still taken (abandoned, not unsolicited).
       this.abandon(seed, moved)

@@ -40,7 +40,12 @@ export function leafDigest (skeleton: Skeleton, i: number): Uint8Array {
 
 /** Leaf i's CID (a new object each call, over a view of the skeleton's buffer). */
 export function leafCid (skeleton: Skeleton, i: number): CID {
-  return leafCidFromBytes(skeleton.cidBytes.subarray(i * CID_BYTES, (i + 1) * CID_BYTES))
+  return leafCidFromBytes(leafCidBytes(skeleton, i))
+}
+
+/** Leaf i's CID in binary (a view of the skeleton's buffer). */
+export function leafCidBytes (skeleton: Skeleton, i: number): Uint8Array {
+  return skeleton.cidBytes.subarray(i * CID_BYTES, (i + 1) * CID_BYTES)
 }
 
 /** Every leaf's digest (views), in order. */
