@@ -20,6 +20,12 @@
 // diagnostics (not the goal figure): bench/exchange-peer.js, the daemon's composition without its
 //           control socket, pulls with wire compression on and off (the CLI has no switch for it), to
 //           show what DEFLATE attempts on incompressible blocks cost.
+// full GCs: the receiver's mark-compacts during the transfer (the daemon's `status`, the fetch process's
+//           own count). A receiving process either runs 2-4 or ~20 of them per GiB, at random: V8 starts
+//           one whenever its external memory (ArrayBuffers: socket reads, decrypted noise messages,
+//           blocks) is 64 MB above where it was at the last one, and if that one fell at a low point
+//           of the ArrayBuffers' ebb and flow, the next rise crosses the limit again, and so on. Both
+//           sides have it (the raw stream more often); a run with ~20 is 10-25 % slower (docs/benchmarks.md).
 // The image is in the page cache for both. With --runs N the fastest run of each is reported, and
 // each round's ratio (its exchange against the raw stream run just before it), with their median
 // (the lower of the two middle ones for an even N).
@@ -92,10 +98,11 @@ try {
       await server.stop();
       const [res, res2] = parseNdjson(r.stdout).filter((e) => e.stream != null);
       for (const x of [res, res2]) if (x?.bytes !== bytes) throw new Error(`raw stream delivered ${x?.bytes} bytes, expected ${bytes}`);
-      const o = { seconds: res.seconds, mibPerSec: res.mibPerSec, senderCpuSeconds: cpu1 - cpu0 };
+      const o = { seconds: res.seconds, mibPerSec: res.mibPerSec, senderCpuSeconds: cpu1 - cpu0, majorGcs: res.majorGcs };
       rawRuns.push(o);
       rawWarm.push({ seconds: res2.seconds, mibPerSec: res2.mibPerSec });
-      log(`raw      run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s (sender CPU ${o.senderCpuSeconds.toFixed(1)} s)`);
+      log(`raw      run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s (sender CPU ${o.senderCpuSeconds.toFixed(1)} s; ` +
+        `receiver ${o.majorGcs} full GCs)`);
     }
     // ---- block exchange: daemon A serves, daemon B pulls ----
     {
@@ -106,12 +113,14 @@ try {
       track(B.proc);
       await B.proc.waitFor((e) => e.type === 'peer:connect' || e.type === 'bootstrap:connected', { what: 'a connection to A' });
       const st = await cli(dataB, ['status']); // a CLI round trip through the control socket, for reference
+      const stA = await cli(dataA, ['status']);
       const cpuA0 = cpuSeconds(A.proc.pid);
       const cpuB0 = cpuSeconds(B.proc.pid);
       const p = await cli(dataB, ['pull', root], { timeoutMs: 10 * 60_000 });
       const cpuA1 = cpuSeconds(A.proc.pid);
       const cpuB1 = cpuSeconds(B.proc.pid);
       const sA = await cli(dataA, ['status']);
+      const sB = await cli(dataB, ['status']);
       // The same daemons again, warm (their code optimized by the first pull), on the second image.
       const p2 = await cli(dataB, ['pull', root2], { timeoutMs: 10 * 60_000 });
       const cpuA2 = cpuSeconds(A.proc.pid);
@@ -126,10 +135,13 @@ try {
         seconds: p.seconds, mibPerSec: bytes / MIB / p.seconds, cliRoundTripSeconds: st.seconds,
         bytesFetched: p.result.bytesFetched, wireBytes: p.result.wireBytes, publisherBytesSent: sA.result.transfer?.bytesSent,
         senderCpuSeconds: cpuA1 - cpuA0, receiverCpuSeconds: cpuB1 - cpuB0,
+        majorGcs: sB.result.process.gc.major - st.result.process.gc.major,
+        senderMajorGcs: sA.result.process.gc.major - stA.result.process.gc.major,
       };
       exRuns.push(o);
       log(`exchange run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s, ${fmtMiB(o.wireBytes)} MiB on the wire ` +
-        `(CPU: sender ${o.senderCpuSeconds.toFixed(1)} s, receiver ${o.receiverCpuSeconds.toFixed(1)} s; CLI round trip ${st.seconds.toFixed(2)} s)`);
+        `(CPU: sender ${o.senderCpuSeconds.toFixed(1)} s, receiver ${o.receiverCpuSeconds.toFixed(1)} s; full GCs: sender ${o.senderMajorGcs}, receiver ${o.majorGcs}; ` +
+        `CLI round trip ${st.seconds.toFixed(2)} s)`);
       const w = exWarm[exWarm.length - 1];
       log(`exchange run ${i + 1}, warm: ${w.seconds.toFixed(2)} s, ${w.mibPerSec.toFixed(0)} MiB/s ` +
         `(CPU: sender ${w.senderCpuSeconds.toFixed(1)} s, receiver ${w.receiverCpuSeconds.toFixed(1)} s); raw warm ${rawWarm[rawWarm.length - 1].mibPerSec.toFixed(0)} MiB/s`);
@@ -187,9 +199,9 @@ try {
     exchange: { seconds: round(ex.seconds), mibPerSec: round(ex.mibPerSec, 1), wireBytes: ex.wireBytes,
       bytesFetched: ex.bytesFetched, publisherBytesSent: ex.publisherBytesSent, senderCpuSeconds: round(ex.senderCpuSeconds, 2),
       receiverCpuSeconds: round(ex.receiverCpuSeconds, 2), cliRoundTripSeconds: round(ex.cliRoundTripSeconds),
-      allSeconds: exRuns.map((x) => round(x.seconds)) },
+      allSeconds: exRuns.map((x) => round(x.seconds)), majorGcs: exRuns.map((x) => x.majorGcs), senderMajorGcs: exRuns.map((x) => x.senderMajorGcs) },
     raw: { seconds: round(raw.seconds), mibPerSec: round(raw.mibPerSec, 1), senderCpuSeconds: round(raw.senderCpuSeconds, 2),
-      chunkBytes: 256 * 1024, allSeconds: rawRuns.map((x) => round(x.seconds)) },
+      chunkBytes: 256 * 1024, allSeconds: rawRuns.map((x) => round(x.seconds)), majorGcs: rawRuns.map((x) => x.majorGcs) },
     ratio: round(ratio),
     ratioPerRound: perRound.map((r) => round(r)),
     warm: { exchange: { seconds: round(exW.seconds), mibPerSec: round(exW.mibPerSec, 1), senderCpuSeconds: round(exW.senderCpuSeconds, 2),

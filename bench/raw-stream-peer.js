@@ -10,11 +10,13 @@
 //       stops on SIGTERM/SIGINT.
 //   node bench/raw-stream-peer.js fetch --peer MULTIADDR [--listen MULTIADDR] [--streams N]
 //       connects (untimed), then times opening one stream and reading it to its end, N times in a
-//       row (default 1; the later ones run warm); one line per stream {"stream","bytes","seconds","mibPerSec"}.
+//       row (default 1; the later ones run warm); one line per stream {"stream","bytes","seconds","mibPerSec",
+//       "majorGcs","minorGcs"} (the fetch process's collections during the stream).
 import '../dist/util/polyfill.js'
 import { open } from 'node:fs/promises'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNode, startNode } from '../dist/net/node.js'
+import { processStats } from '../dist/util/process-stats.js'
 import { parseArgs } from './lib.js'
 
 const PROTOCOL = '/collective-bench/raw/1.0.0'
@@ -57,12 +59,15 @@ if (mode === 'serve') {
   await node.dial(ma) // connection set up outside the timing, as the daemons are connected before a pull
   const streams = Math.max(1, Number(args.streams ?? 1))
   for (let i = 0; i < streams; i++) {
+    const gc0 = processStats().gc
     const t0 = performance.now()
     const stream = await node.dialProtocol(ma, PROTOCOL)
     let bytes = 0
     for await (const c of stream) bytes += c.byteLength
     const seconds = (performance.now() - t0) / 1000
-    out({ stream: i + 1, bytes, seconds, mibPerSec: bytes / 1048576 / seconds })
+    await new Promise((resolve) => setImmediate(resolve)) // the GC observer's last entries
+    const gc1 = processStats().gc
+    out({ stream: i + 1, bytes, seconds, mibPerSec: bytes / 1048576 / seconds, majorGcs: gc1.major - gc0.major, minorGcs: gc1.minor - gc0.minor })
   }
   await node.stop()
 } else {

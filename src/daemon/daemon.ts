@@ -12,6 +12,7 @@ import { parseCid } from '../dag/hash.js'
 import { StoreLockedError, fromSystemError } from '../errors.js'
 import type { NetConfig } from '../net/config.js'
 import type { BlockExchange } from '../net/interface.js'
+import { processStats } from '../util/process-stats.js'
 
 const log = logger('collective:daemon')
 
@@ -159,7 +160,8 @@ export class Daemon implements DaemonHandle {
       addresses: this.addresses(),
       peers: this.libp2p.getPeers().length,
       roots: (await this.store.pins.list()).length,
-      transfer: this.exchange.stats()
+      transfer: this.exchange.stats(),
+      process: processStats()
     }
   }
 

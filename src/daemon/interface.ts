@@ -1,6 +1,7 @@
 import { CollectiveError, ExitCode } from '../errors.js'
 import type { CollectiveNode, NodeEvent } from '../net/node.js'
 import type { BlockExchange, TransferStats } from '../net/interface.js'
+import type { ProcessStats } from '../util/process-stats.js'
 import type { Store } from '../store/index.js'
 import type { SharedExclusiveLock } from './lock.js'
 import type { Output } from '../cli/progress.js'
@@ -38,6 +39,8 @@ export interface DaemonStatus {
   roots: number
   /** The block exchange's counters; null while no exchange runs. */
   transfer: TransferStats | null
+  /** The daemon process's CPU, memory and garbage collections. */
+  process: ProcessStats
 }
 
 /** One open connection, for `peers`. */

@@ -4,6 +4,7 @@ import { noise } from '@libp2p/noise'
 import { coalescedWrites } from './coalesce.js'
 import { batchYamuxWindowUpdates } from './yamux-window.js'
 import { tuneHeapGrowth } from '../util/heap.js'
+import { watchGc } from '../util/process-stats.js'
 import { yamux } from '@libp2p/yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
@@ -119,6 +120,7 @@ export const keepDialableAddresses: PeerInfoMapper = peer => ({
 export async function createNode (init: NodeInit = {}): Promise<CollectiveNode> {
   batchYamuxWindowUpdates()
   tuneHeapGrowth()
+  watchGc()
   const privateKey = init.privateKey ?? (init.dataDir != null ? await loadOrCreatePeerKey(init.dataDir, { signal: init.signal }) : undefined)
   const node = await createLibp2p<NodeServices>({
     start: false,

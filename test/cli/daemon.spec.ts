@@ -50,6 +50,10 @@ describe('the host daemon', () => {
     expect(status.code, status.stderr).toBe(0)
     expect(status.result).toMatchObject({ running: true, peerId: daemon.peerId, roots: 1 })
     expect(status.result.addresses).toEqual(daemon.addresses)
+    // What the daemon process costs (test/util/process-stats.spec.ts counts collections).
+    expect(status.result.process.cpuSeconds).toBeGreaterThan(0)
+    expect(status.result.process.rssBytes).toBeGreaterThan(status.result.process.heapUsedBytes)
+    expect(status.result.process.gc).toMatchObject({ major: expect.any(Number), minor: expect.any(Number), pauseMs: expect.any(Number) })
     // A relative path is the client's, not the daemon's.
     const out = await cli(['--data-dir', daemon.dataDir, 'export', 'small', 'copy.img'], { cwd: dir })
     expect(out.code, out.stderr).toBe(0)
