@@ -130,8 +130,8 @@ const PROVIDE_AFTER_MS = 30_000
 /** Window cost of a skeleton node (its size is unknown until it arrives; 128 links take ~5.5 KiB). */
 const NODE_COST = 8 * 1024
 
-function cost (item: { indices: number[] | null, size: number }): number {
-  return item.indices == null ? NODE_COST : item.size
+function cost (item: { leaf: number, size: number }): number {
+  return item.leaf < 0 ? NODE_COST : item.size
 }
 
 /**
@@ -173,8 +173,14 @@ interface Item {
   cid: CID | undefined
   id: string
   size: number
-  /** Leaf indices; null for the root and interior nodes (every holder has those). */
-  indices: number[] | null
+  /**
+   * The leaf's index (its first, if the chunk repeats); -1 for the root and interior nodes (every
+   * holder has those). A number, not a list: a 16 GiB pull has 920 000 items, alive all along, and
+   * a list each was two more objects per item for every full GC to mark.
+   */
+  leaf: number
+  /** Every index of a chunk at several places of the disk (rare); undefined for the others. */
+  repeats: number[] | undefined
   state: 'pending' | 'inflight' | 'done'
   /** Peers it is asked of: NOBODY until the first (see askOf). */
   at: readonly PeerState[]
@@ -292,7 +298,7 @@ export class PullSession {
         root: this.root,
         size: skeleton.disk.size,
         // Distinct blocks, as an import counts them (a node or leaf may repeat).
-        blocks: new Set(skeleton.nodes.map(n => blockId(n.cid))).size + 1 + skeleton.index.size,
+        blocks: new Set(skeleton.nodes.map(n => blockId(n.cid))).size + 1 + skeleton.first.size,
         bytesFetched: this.bytesFetched,
         wireBytes: this.wireBytes,
         peers: [...this.peers.values()].filter(p => p.timeouts >= 0 && !p.dropped).length
@@ -320,7 +326,7 @@ export class PullSession {
       let wait = waits.get(id)
       if (wait == null) {
         wait = new Promise<Uint8Array>((resolve) => {
-          const item = this.addItem(cid, MAX_BLOCK_SIZE, null, id)
+          const item = this.addItem(cid, MAX_BLOCK_SIZE, -1, undefined, id)
           item.waiter = resolve
         })
         waits.set(id, wait)
@@ -342,24 +348,24 @@ export class PullSession {
       }
       // A chunk that repeats is one item, made at its first index, for all of them.
       const id = skeleton.ids[i]!
-      const indices = skeleton.index.get(id)!
-      if (indices[0] !== i) continue
-      const item = this.addItem(undefined, skeleton.leafSizes[i]!, indices, id)
+      if (skeleton.first.get(id) !== i) continue
+      const item = this.addItem(undefined, skeleton.leafSizes[i]!, i, skeleton.repeats.get(id), id)
       if (previous != null) previous.next = item
       previous = item
     }
     this.leafItem = new Array(skeleton.count)
     const leaves: Item[] = []
     for (const item of this.items.values()) {
-      if (item.indices == null || item.state === 'done') continue
+      if (item.leaf < 0 || item.state === 'done') continue
       leaves.push(item)
-      for (const i of item.indices) this.leafItem[i] = item
+      if (item.repeats == null) this.leafItem[item.leaf] = item
+      else for (const i of item.repeats) this.leafItem[i] = item
     }
     // A random rotation: hosts starting together begin at different places, and trade.
     const rotation = Math.floor(Math.random() * Math.max(1, leaves.length))
     this.base = leaves.slice(rotation).concat(leaves.slice(0, rotation))
     this.local = local
-    this.bytesTotal = [...this.items.values()].filter(i => i.indices != null).reduce((n, i) => n + i.size, 0)
+    this.bytesTotal = [...this.items.values()].filter(i => i.leaf >= 0).reduce((n, i) => n + i.size, 0)
     this.onProgress?.({ type: 'pull:start', root: this.key, size: skeleton.disk.size, blocks: skeleton.count, have })
     this.recount()
     this.rebuildOrder()
@@ -373,7 +379,7 @@ export class PullSession {
 
   /** The item's CID, made from the skeleton for a leaf that has none now (see Item.cid). */
   private cidOf (item: Item): CID {
-    return item.cid ?? (item.cid = leafCid(this.skeleton!, item.indices![0]!))
+    return item.cid ?? (item.cid = leafCid(this.skeleton!, item.leaf))
   }
 
   /**
@@ -382,15 +388,15 @@ export class PullSession {
    * old generation, ~260 bytes per block that every scavenge copied on the way.
    */
   private wantOf (item: Item): CID | Uint8Array {
-    return item.cid ?? leafCidBytes(this.skeleton!, item.indices![0]!)
+    return item.cid ?? leafCidBytes(this.skeleton!, item.leaf)
   }
 
   /** A skeleton node (its CID given) or a leaf (its CID made when needed, from its first index). */
-  private addItem (cid: CID | undefined, size: number, indices: number[] | null, id = blockId(cid!)): Item {
+  private addItem (cid: CID | undefined, size: number, leaf: number, repeats: number[] | undefined, id = blockId(cid!)): Item {
     let item = this.items.get(id)
     if (item == null) {
       // Every field from the start, so that every item has one hidden class (see Item).
-      item = { cid, id, size, indices, state: 'pending', at: NOBODY, holders: 0, requested: false, waiter: undefined, next: undefined, avoid: undefined }
+      item = { cid, id, size, leaf, repeats, state: 'pending', at: NOBODY, holders: 0, requested: false, waiter: undefined, next: undefined, avoid: undefined }
       this.items.set(id, item)
       this.order.push(item)
       this.remaining++
@@ -433,16 +439,15 @@ export class PullSession {
     if (have == null) return false
     if (have.all) return true
     if (have.bitfield == null) return false
-    if (item.indices == null) return true
+    if (item.leaf < 0) return true
     return this.holds(have.bitfield, item)
   }
 
   /** Whether a partial holder's bitfield has one of the item's leaves (false if it does not fit the root). */
   private holds (bits: Bitfield, item: Item): boolean {
-    const indices = item.indices!
     if (this.skeleton != null && bits.size !== this.skeleton.count) return false
-    if (indices.length === 1) return bits.has(indices[0]!)
-    for (const i of indices) if (bits.has(i)) return true
+    if (item.repeats == null) return bits.has(item.leaf)
+    for (const i of item.repeats) if (bits.has(i)) return true
     return false
   }
 
@@ -485,7 +490,7 @@ export class PullSession {
       const item = this.leafItem[i]
       if (item == null || item.state === 'done') continue
       // A block at several places of the disk: counted once per peer (recounted, it is rare).
-      if (item.indices!.length > 1) {
+      if (item.repeats != null) {
         item.holders = 0
         for (const p of this.peers.values()) {
           const b = this.partialBits(p)
@@ -596,7 +601,7 @@ export class PullSession {
       this.unassign(peer, item)
       return true
     }
-    if ((item.indices != null && bytes.length !== item.size) || !verifyBlock(this.cidOf(item), bytes)) {
+    if ((item.leaf >= 0 && bytes.length !== item.size) || !verifyBlock(this.cidOf(item), bytes)) {
       this.host.ban(client, `block ${message.cid} does not match its hash`)
       this.unassign(peer, item)
       this.schedule()
@@ -625,7 +630,7 @@ export class PullSession {
       // Not copied: a frame's payload is its own buffer, or a view of a decrypted message nobody reuses.
       const copy = bytes
       this.buffer.push({ cid: this.cidOf(item), bytes: copy, item, id })
-      if (item.indices != null) item.cid = undefined
+      if (item.leaf >= 0) item.cid = undefined
       this.bufferBytes += copy.length
       this.unstored += copy.length
       item.waiter?.(copy)
@@ -670,7 +675,7 @@ export class PullSession {
   private rebuildOrder (): void {
     this.orderStale = false
     this.rebuiltAt = Date.now()
-    const skeleton = this.order.filter(i => i.indices == null && i.state !== 'done')
+    const skeleton = this.order.filter(i => i.leaf < 0 && i.state !== 'done')
     let live = 0
     let top = 0
     for (const item of this.base) {
@@ -794,7 +799,7 @@ export class PullSession {
         item.state = 'inflight'
         item.requested = true
         askOf(item, peer)
-        if (item.indices != null) peer.last = item
+        if (item.leaf >= 0) peer.last = item
         peer.inflight.set(item.id, { item, sentAt: now })
         peer.inflightBytes += cost(item)
         batch.push(this.wantOf(item))
@@ -841,7 +846,7 @@ export class PullSession {
       const moved: Item[] = []
       const wants = new Map<PeerState, Array<CID | Uint8Array>>()
       for (const [id, { item, sentAt }] of seed.inflight) {
-        if (item.indices == null || item.at.length !== 1 || now - sentAt < MIGRATE_AGE) continue
+        if (item.leaf < 0 || item.at.length !== 1 || now - sentAt < MIGRATE_AGE) continue
         // The holder with the most room, so moves spread over the partial holders.
         let to: PeerState | undefined
         for (const p of partial) {
@@ -972,7 +977,12 @@ export class PullSession {
         }, err => { this.failure ??= err })
       }
       if (this.local == null || this.skeleton == null) return
-      for (const { item } of batch) for (const i of item.indices ?? []) if (this.local.set(i)) this.unannounced.push(i)
+      for (const { item } of batch) {
+        if (item.leaf < 0) continue
+        if (item.repeats == null) {
+          if (this.local.set(item.leaf)) this.unannounced.push(item.leaf)
+        } else for (const i of item.repeats) if (this.local.set(i)) this.unannounced.push(i)
+      }
       // Announced at most every ANNOUNCE_MS (each HAVE goes to every peer following the root), and
       // at once when the pull is complete.
       this.announce(this.remaining === 0)

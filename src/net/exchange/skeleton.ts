@@ -29,8 +29,10 @@ export interface Skeleton {
   /** `blockId` of each leaf (computed once, here). */
   ids: string[]
   leafSizes: number[]
-  /** blockId → leaf indices (a chunk that repeats is one block at several indices). */
-  index: Map<string, number[]>
+  /** blockId → its first leaf index: one entry per distinct block (numbers, no object per leaf). */
+  first: Map<string, number>
+  /** blockId → every leaf index, for the blocks at several indices only (a chunk that repeats). */
+  repeats: Map<string, number[]>
 }
 
 /** Leaf i's digest (a view). */
@@ -67,7 +69,8 @@ class LeafList {
   cidBytes = new Uint8Array(CID_BYTES * 1024)
   readonly ids: string[] = []
   readonly sizes: number[] = []
-  readonly index = new Map<string, number[]>()
+  readonly first = new Map<string, number>()
+  readonly repeats = new Map<string, number[]>()
 
   add (links: Link[]): void {
     for (const [cid, length] of links) {
@@ -94,9 +97,13 @@ class LeafList {
     const i = this.count++
     const to = i * CID_BYTES
     for (let k = 0; k < CID_BYTES; k++) this.cidBytes[to + k] = from[at + k]!
-    const seen = this.index.get(id)
-    if (seen != null) seen.push(i)
-    else this.index.set(id, [i])
+    const seen = this.first.get(id)
+    if (seen == null) this.first.set(id, i)
+    else {
+      const all = this.repeats.get(id)
+      if (all != null) all.push(i)
+      else this.repeats.set(id, [seen, i])
+    }
     this.ids.push(id)
     this.sizes.push(length)
   }
@@ -133,5 +140,5 @@ export async function loadSkeleton (root: CID, rootBytes: Uint8Array, fetchMany:
   }
   if (disk.height === 1) leaves.add(disk.links)
   const cidBytes = leaves.cidBytes.slice(0, leaves.count * CID_BYTES)
-  return { root, disk, nodes, count: leaves.count, cidBytes, ids: leaves.ids, leafSizes: leaves.sizes, index: leaves.index }
+  return { root, disk, nodes, count: leaves.count, cidBytes, ids: leaves.ids, leafSizes: leaves.sizes, first: leaves.first, repeats: leaves.repeats }
 }
