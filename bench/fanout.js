@@ -54,7 +54,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, rmrf, round, run, ROOT, sync, table, tempDir,
-  warm } from './lib.js';
+  warm, warmTree } from './lib.js';
 import { cpuSeconds, daemonCli, makeImage, Proc, startDaemon } from './swarm-lib.js';
 
 const withTimeout = (promise, ms, what) => Promise.race([promise,
@@ -476,6 +476,8 @@ try {
   log(`image ${sizeMiB} MiB (${compressible ? `${compressible * 100} % text, rest ` : ''}random), root ${root}, ` +
     `${imp.result.blocks} blocks; links ${hostCounts.map((n) => `${rateFor(n)} Mbit/s at N = ${n}`).join(', ')}, each way`);
   warm(image);
+  // The publisher's store too, as the HTTP server's file: its import wrote the packs with O_DIRECT.
+  warmTree(join(pubDir, 'store'));
   sync();
   setupNetwork(Math.max(...hostCounts));
   log(`network: ${namespaces.size} namespaces (${TAG}-*), ${SUBNET}.0/24, tbf on every veth end, TCP ${tcpCc}; ` +
