@@ -51,8 +51,7 @@ export function writeHead (out: Uint8Array, at: number, major: number, value: nu
   return at + 9
 }
 
-/** Bytes of a CID in DAG-CBOR: tag 42, a byte string of 0x00 and the CID's bytes. */
-/** Bytes of a CID as a CBOR tag 42 (`c` a CID, or a CID's binary form). */
+/** Bytes of a CID in DAG-CBOR: tag 42, a byte string of 0x00 and the CID's bytes (`c` a CID, or its binary form). */
 export function cidLength (c: CID | Uint8Array): number {
   const length = c instanceof Uint8Array ? c.length : c.bytes.length
   return 2 + headLength(length + 1) + 1 + length
