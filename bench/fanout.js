@@ -381,6 +381,8 @@ async function p2pRun(n, root, pubDir) {
   }));
   const all = [pub.proc, ...hosts.map((h) => h.proc)];
   await settleMesh(n, hosts);
+  const statuses = async () => await Promise.all([pubDir, ...hosts.map((h) => h.dataDir)].map(async (d) => (await daemonCli(d, ['status'])).result));
+  const before = await statuses();
   const first = await pullAll(hosts, root, all, timeoutMs, pubDir);
   const pubStatus = (await cli(pubDir, ['status'], { measureRss: false })).result;
   const hostStatus = await Promise.all(hosts.map(async (h) => (await cli(h.dataDir, ['status'], { measureRss: false })).result));
@@ -391,26 +393,40 @@ async function p2pRun(n, root, pubDir) {
     hostsBytesSent: hostStatus.reduce((s, x) => s + (x.transfer?.bytesSent ?? 0), 0),
     hostsBytesReceived: hostStatus.reduce((s, x) => s + (x.transfer?.bytesReceived ?? 0), 0),
     hostPeers: hostStatus.map((x) => x.peers),
+    fullGcs: fullGcs(before, [pubStatus, ...hostStatus]),
   };
   if (warmRoot != null) {
     // The same daemons pull a second image: a swarm whose daemons have run for a while (V8 has
     // compiled their hot code), as when a publisher announces a new appliance.
     log(`N=${n}: first pull done in ${first.seconds} s; the same daemons now pull the second image`);
+    const beforeWarm = await statuses();
     const w = await pullAll(hosts, warmRoot, all, timeoutMs, pubDir);
-    const pubAfter = (await cli(pubDir, ['status'], { measureRss: false })).result;
-    const sent = (pubAfter.transfer?.bytesSent ?? NaN) - (pubStatus.transfer?.bytesSent ?? NaN);
-    row.warm = { ...w, publisherBytesSent: sent, publisherUploadVsSize: round(sent / bytes, 3) };
+    const after = await statuses();
+    const sent = (after[0].transfer?.bytesSent ?? NaN) - (pubStatus.transfer?.bytesSent ?? NaN);
+    row.warm = { ...w, publisherBytesSent: sent, publisherUploadVsSize: round(sent / bytes, 3), fullGcs: fullGcs(beforeWarm, after) };
   }
   await Promise.all(all.map((p) => p.stop()));
   rmrf(runDir);
   return row;
 }
 
+/**
+ * Full GCs (mark-compacts) each daemon ran during a pull, from `status` before and after (publisher
+ * first): a daemon with ~20 per 128 MiB had a GC storm (docs/benchmarks.md, the exchange section).
+ */
+function fullGcs(before, after) {
+  const d = after.map((x, i) => (x.process?.gc?.major ?? 0) - (before[i].process?.gc?.major ?? 0));
+  const hosts = d.slice(1);
+  return { publisher: d[0], hostsTotal: hosts.reduce((a, b) => a + b, 0), hostsMost: Math.max(0, ...hosts) };
+}
+
 /** One line for a p2p pull of N hosts (`label` p2p or warm). */
 function logPull(label, n, r) {
   log(`${label} N=${String(n).padStart(2)}: all done in ${r.seconds} s (${r.vsIdeal} x ideal; first ${r.firstDone} s, median ` +
     `${r.medianDone} s), publisher sent ${fmtMiB(r.publisherBytesSent)} MiB (${r.publisherUploadVsSize} x size), ` +
-    `CPU ${r.cpuSeconds} s (${Math.round(r.cpuUtilization * 100)} % of 2 cores)${r.failed ? `, ${r.failed} FAILED: ${r.errors[0]}` : ''}`);
+    `CPU ${r.cpuSeconds} s (${Math.round(r.cpuUtilization * 100)} % of 2 cores)` +
+    `${r.fullGcs != null ? `, full GCs: publisher ${r.fullGcs.publisher}, hosts ${r.fullGcs.hostsTotal} (at most ${r.fullGcs.hostsMost} in one)` : ''}` +
+    `${r.failed ? `, ${r.failed} FAILED: ${r.errors[0]}` : ''}`);
   const l = r.links;
   if (l != null) log(`${label} N=${String(n).padStart(2)}: the links carried ${fmtMiB(l.uploadedBytes)} MiB up, ${fmtMiB(l.downloadedBytes)} MiB down: ` +
     `${fmtMiB(l.lostBytes)} MiB (${round(l.lostOfUpload * 100, 1)} % of the upload) dropped on the way, ${l.queueDrops} drops at download queues`);
