@@ -9,8 +9,13 @@
 //       serves until SIGTERM, then prints
 //       {"type":"stopped","transfer":{...}}.
 //   node bench/exchange-peer.js pull --data-dir D --peer MULTIADDR --root CID [--compression on|off] [--window BYTES]
-//       [--max-unstored BYTES]
-//       connects (untimed), then times exchange.pull(root); last line {"seconds","mibPerSec",...result}.
+//       [--max-unstored BYTES] [--buffers-timeline FILE] [--force-gc-at MS]
+//       connects (untimed), then times exchange.pull(root); last line {"seconds","mibPerSec",...result,
+//       "fullGcs","scavenges"} (this process's collections during the pull).
+//       --buffers-timeline: writes FILE, one line per 5 ms ("b ms arrayBufferMiB") and per GC
+//       ("g ms kind durationMs"; kind 4 a mark-compact, 1 a scavenge), ms since the process started:
+//       how the ArrayBuffers rise and fall in a GC storm (docs/benchmarks.md, the exchange section).
+//       --force-gc-at: one full GC that many ms into the pull (needs node --expose-gc).
 //   EXCHANGE_LOG=1: the exchange's debug log on stderr, each line prefixed with seconds since the
 //       process started (the pull's phases: root block, skeleton, all blocks, stored; its state once
 //       a second), and the event loop's utilization (the server's every 0.5 s, the pull's over the
@@ -21,7 +26,10 @@ import { createNode, startNode } from '../dist/net/node.js'
 import { createExchange } from '../dist/net/exchange/index.js'
 import { openStore } from '../dist/store/index.js'
 import { parseCid } from '../dist/dag/hash.js'
+import { processStats } from '../dist/util/process-stats.js'
 import { parseArgs } from './lib.js'
+import { writeFileSync } from 'node:fs'
+import { PerformanceObserver } from 'node:perf_hooks'
 
 const [mode, ...rest] = process.argv.slice(2)
 const args = parseArgs(rest)
@@ -66,15 +74,30 @@ if (mode === 'serve') {
   await stop()
 } else if (mode === 'pull') {
   await node.dial(multiaddr(String(args.peer)))
+  const timeline = args['buffers-timeline'] != null ? [] : undefined
+  if (timeline != null) {
+    setInterval(() => { timeline.push(`b ${performance.now().toFixed(1)} ${(process.memoryUsage().arrayBuffers / 1048576).toFixed(1)}`) }, 5).unref()
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) timeline.push(`g ${e.startTime.toFixed(1)} ${e.detail?.kind} ${e.duration.toFixed(1)}`)
+    }).observe({ entryTypes: ['gc'] })
+  }
+  if (args['force-gc-at'] != null) {
+    if (typeof globalThis.gc !== 'function') throw new Error('--force-gc-at needs node --expose-gc')
+    setTimeout(() => globalThis.gc(), Number(args['force-gc-at'])).unref()
+  }
+  const gc0 = processStats().gc
   const t0 = performance.now()
   const elu0 = performance.eventLoopUtilization()
   if (process.env.EXCHANGE_LOG) console.error(`${(t0 / 1000).toFixed(3)} pull starts`)
   const r = await exchange.pull(parseCid(String(args.root)))
   const seconds = (performance.now() - t0) / 1000
   if (process.env.EXCHANGE_LOG) console.error(`pull: event loop utilization ${performance.eventLoopUtilization(elu0).utilization.toFixed(2)}`)
+  await new Promise((resolve) => setImmediate(resolve)) // the GC observer's last entries
+  const gc1 = processStats().gc
+  if (timeline != null) writeFileSync(String(args['buffers-timeline']), timeline.join('\n') + '\n')
   await stop()
   out({ seconds, mibPerSec: r.size / 1048576 / seconds, root: r.root.toString(), size: r.size, blocks: r.blocks,
-    bytesFetched: r.bytesFetched, wireBytes: r.wireBytes, peers: r.peers })
+    bytesFetched: r.bytesFetched, wireBytes: r.wireBytes, peers: r.peers, fullGcs: gc1.major - gc0.major, scavenges: gc1.minor - gc0.minor })
 } else {
   console.error('usage: exchange-peer.js serve|pull ...')
   process.exit(2)
