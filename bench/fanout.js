@@ -384,8 +384,7 @@ async function p2pRun(n, root, pubDir) {
   const statuses = async () => await Promise.all([pubDir, ...hosts.map((h) => h.dataDir)].map(async (d) => (await daemonCli(d, ['status'])).result));
   const before = await statuses();
   const first = await pullAll(hosts, root, all, timeoutMs, pubDir);
-  const pubStatus = (await cli(pubDir, ['status'], { measureRss: false })).result;
-  const hostStatus = await Promise.all(hosts.map(async (h) => (await cli(h.dataDir, ['status'], { measureRss: false })).result));
+  const [pubStatus, ...hostStatus] = await statuses();
   const row = {
     mode: 'p2p', hosts: n, ...first,
     publisherBytesSent: pubStatus.transfer?.bytesSent ?? null,
@@ -399,11 +398,10 @@ async function p2pRun(n, root, pubDir) {
     // The same daemons pull a second image: a swarm whose daemons have run for a while (V8 has
     // compiled their hot code), as when a publisher announces a new appliance.
     log(`N=${n}: first pull done in ${first.seconds} s; the same daemons now pull the second image`);
-    const beforeWarm = await statuses();
     const w = await pullAll(hosts, warmRoot, all, timeoutMs, pubDir);
     const after = await statuses();
     const sent = (after[0].transfer?.bytesSent ?? NaN) - (pubStatus.transfer?.bytesSent ?? NaN);
-    row.warm = { ...w, publisherBytesSent: sent, publisherUploadVsSize: round(sent / bytes, 3), fullGcs: fullGcs(beforeWarm, after) };
+    row.warm = { ...w, publisherBytesSent: sent, publisherUploadVsSize: round(sent / bytes, 3), fullGcs: fullGcs([pubStatus, ...hostStatus], after) };
   }
   await Promise.all(all.map((p) => p.stop()));
   rmrf(runDir);
