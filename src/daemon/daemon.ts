@@ -85,6 +85,8 @@ export class Daemon implements DaemonHandle {
     const cleanup: Array<() => Promise<void>> = [async () => { await store.close() }]
     try {
       const onEvent = init.onEvent ?? (() => {})
+      const { recovered } = store.blocks
+      if (recovered.blocks > 0) onEvent({ type: 'store:recovered', ...recovered })
       const libp2p = await createNode({
         dataDir,
         listen: init.net.listen,

@@ -96,6 +96,8 @@ export type DaemonEvent =
   | { type: 'daemon:ready', peerId: string, addresses: string[] }
   | { type: 'daemon:stopping' }
   | { type: 'daemon:stopped' }
+  /** The store indexed blocks a killed process had written but not committed (Blockstore.recovered). */
+  | { type: 'store:recovered', blocks: number, bytes: number }
   | { type: 'service:started', name: string }
   | { type: 'service:failed', name: string, error: string }
   | { type: 'control:error', error: string }

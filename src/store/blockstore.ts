@@ -1,7 +1,8 @@
-import { mkdir } from 'node:fs/promises'
+import { mkdir, open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
 import { PackFiles, PackWriter, PACK_LIMIT, type Location } from './packs.js'
+import { scanTail } from './recover.js'
 import { BLOCK, META, blockKey, digestKey, decodeLocation, encodeLocation, keyToCid, range, textKey, type IndexEntry } from './keys.js'
 import { blockId, digestId, verifyBlock } from '../dag/hash.js'
 import { MAX_BLOCK_SIZE } from '../dag/node.js'
@@ -34,8 +35,10 @@ const RECENT_LOCATIONS = 128 * 1024
  *
  * Crash safety comes from ordering: records are appended to the pack, the pack is fdatasync'ed, and
  * only then are their index entries written (with the pack's new committed length, atomically, in
- * one LevelDB batch). A crash at any point leaves an index that only points at durable bytes; bytes
- * past the committed length are cut off on the next open and written again.
+ * one LevelDB batch). A crash at any point leaves an index that only points at durable bytes. The
+ * next open indexes the whole records past the committed length whose payloads hash to their CIDs
+ * (a killed process's writes that reached the file: a pull resumes without fetching them again), and
+ * cuts off what follows them.
  */
 export class Blockstore {
   readonly db: DB
@@ -68,6 +71,8 @@ export class Blockstore {
   private recent = new Map<string, IndexEntry>()
   private older = new Map<string, IndexEntry>()
   private recentGeneration = -1
+  /** Blocks (and their payload bytes) that `open` found written but not committed, and indexed (recoverTail). */
+  recovered = { blocks: 0, bytes: 0 }
   /** How many locations the cache keeps at most (RECENT_LOCATIONS; tests make it small). */
   locationCacheSize = RECENT_LOCATIONS
   readonly lock = new Mutex()
@@ -101,12 +106,52 @@ export class Blockstore {
     store.packs.directWrites = options.directWrites ?? process.env.COLLECTIVE_DIRECT_WRITES !== '0'
     try {
       const active = await store.getMeta<number>('pack:active') ?? 1
-      store.writer = await PackWriter.open(store.packs, active, await store.getMeta<number>(`pack:${active}:length`) ?? 0)
+      const committed = await store.getMeta<number>(`pack:${active}:length`) ?? 0
+      const { end, ...recovered } = await store.recoverTail(active, committed)
+      store.recovered = recovered
+      store.writer = await PackWriter.open(store.packs, active, end)
     } catch (err) {
       await db.close()
       throw err
     }
     return store
+  }
+
+  /**
+   * Indexes the records a process killed before its commit left past the active pack's committed
+   * length, each hashed first (./recover.ts), and moves the committed length past them. The pack is
+   * synced before the index names them (as a commit does). A record whose block is indexed already
+   * stays as dead bytes. Whatever follows the last good record is cut by PackWriter.open.
+   */
+  private async recoverTail (pack: number, committed: number): Promise<{ blocks: number, bytes: number, end: number }> {
+    const path = this.packs.path(pack)
+    let scan: Awaited<ReturnType<typeof scanTail>>
+    try {
+      scan = await scanTail(path, committed)
+    } catch (err) {
+      throw fromSystemError(err, path)
+    }
+    if (scan.records.length === 0) return { blocks: 0, bytes: 0, end: committed }
+    try {
+      const file = await open(path, 'r')
+      try { await file.datasync() } finally { await file.close() }
+    } catch (err) {
+      throw fromSystemError(err, path)
+    }
+    const keys = scan.records.map(r => blockKey(r.cid))
+    const present = await this.getIndexMany(keys)
+    const batch = this.db.batch()
+    let blocks = 0
+    let bytes = 0
+    scan.records.forEach(({ cid, offset, length }, i) => {
+      if (present[i] != null) return
+      batch.put(keys[i]!, encodeLocation({ pack, offset, length, codec: cid.code }))
+      blocks++
+      bytes += length
+    })
+    batch.put(textKey(META, `pack:${pack}:length`), Buffer.from(JSON.stringify(scan.end)))
+    await batch.write({ sync: true })
+    return { blocks, bytes, end: scan.end }
   }
 
   async getMeta<T> (name: string): Promise<T | undefined> {

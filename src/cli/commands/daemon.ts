@@ -10,6 +10,7 @@ import type { Context } from '../context.js'
 function describe (event: DaemonEvent): string | undefined {
   switch (event.type) {
     case 'daemon:ready': return `peer ${event.peerId}\n${event.addresses.map(a => `listening on ${a}`).join('\n')}`
+    case 'store:recovered': return `store: ${event.blocks} blocks (${event.bytes} bytes) written before the last stop but not committed were verified and kept`
     case 'daemon:stopping': return 'stopping'
     case 'daemon:stopped': return 'stopped'
     case 'bootstrap:connected': return `connected to bootstrap peer ${event.address}`
@@ -31,7 +32,8 @@ const command: Command = {
   --no-mdns              do not discover peers on the LAN
 Also from the environment (COLLECTIVE_LISTEN, COLLECTIVE_BOOTSTRAP: comma-separated; COLLECTIVE_MDNS=0|1)
 and <data-dir>/config.json ({"listen": [...], "bootstrap": [...], "mdns": bool}); flags win.
-JSON: one event per line: {"type": "daemon:ready", "peerId", "addresses"}, peer and bootstrap events, {"type": "daemon:stopped"}.`,
+JSON: one event per line: {"type": "daemon:ready", "peerId", "addresses"}, peer and bootstrap events,
+{"type": "store:recovered", "blocks", "bytes"} after a crash, {"type": "daemon:stopped"}.`,
   options: {
     listen: { type: 'string', multiple: true },
     bootstrap: { type: 'string', multiple: true },
