@@ -121,7 +121,8 @@ export class Blockstore {
    * Indexes the records a process killed before its commit left past the active pack's committed
    * length, each hashed first (./recover.ts), and moves the committed length past them. The pack is
    * synced before the index names them (as a commit does). A record whose block is indexed already
-   * stays as dead bytes. Whatever follows the last good record is cut by PackWriter.open.
+   * (or came earlier in the tail) stays as dead bytes. Whatever follows the last good record is cut
+   * by PackWriter.open.
    */
   private async recoverTail (pack: number, committed: number): Promise<{ blocks: number, bytes: number, end: number }> {
     const path = this.packs.path(pack)
@@ -141,10 +142,14 @@ export class Blockstore {
     const keys = scan.records.map(r => blockKey(r.cid))
     const present = await this.getIndexMany(keys)
     const batch = this.db.batch()
+    const seen = new Set<string>()
     let blocks = 0
     let bytes = 0
     scan.records.forEach(({ cid, offset, length }, i) => {
-      if (present[i] != null) return
+      // Indexed already, or twice in the tail (the first copy is kept; the other is dead bytes).
+      const id = blockId(cid)
+      if (present[i] != null || seen.has(id)) return
+      seen.add(id)
       batch.put(keys[i]!, encodeLocation({ pack, offset, length, codec: cid.code }))
       blocks++
       bytes += length

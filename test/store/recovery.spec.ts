@@ -105,6 +105,31 @@ describe('Blockstore recovery after a kill', () => {
     }
   }, 60_000)
 
+  it('a block twice in the tail is indexed once, at its first copy', async () => {
+    const data = join(dir, 'twice')
+    const cids = await writeAndKill(data)
+    const pack = join(data, 'packs', packName(1))
+    const file = await open(pack, 'r+')
+    try {
+      await file.truncate(COUNT * RECORD)
+      // The last record again, after itself.
+      const last = Buffer.alloc(RECORD)
+      await file.read(last, 0, RECORD, (COUNT - 1) * RECORD)
+      await file.write(last, 0, RECORD, COUNT * RECORD)
+    } finally {
+      await file.close()
+    }
+    const store = await Blockstore.open(data)
+    try {
+      expect(store.recovered).toEqual({ blocks: COUNT - COMMITTED, bytes: (COUNT - COMMITTED) * SIZE })
+      expect((await stat(pack)).size).toBe((COUNT + 1) * RECORD)
+      const [entry] = await store.locateMany([cids[COUNT - 1]!.multihash.digest])
+      expect(entry?.offset).toBe((COUNT - 1) * RECORD + RECORD_HEADER + 36)
+    } finally {
+      await store.close()
+    }
+  }, 60_000)
+
   it('a daemon started on the store says what it recovered, and has those blocks', async () => {
     const dataDir = join(dir, 'daemon')
     const cids = await writeAndKill(join(dataDir, 'store'))
