@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { spawn } from 'node:child_process'
-import { appendFile, open, stat } from 'node:fs/promises'
+import { appendFile, open, stat, type FileHandle } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
@@ -43,6 +43,17 @@ async function writeAndKill (dir: string): Promise<CID[]> {
   return cids
 }
 
+/** Changes the writer's pack on disk: its records alone (a direct write's padding cut off), then `edit`. */
+async function editPack (pack: string, edit: (file: FileHandle) => Promise<void>): Promise<void> {
+  const file = await open(pack, 'r+')
+  try {
+    await file.truncate(COUNT * RECORD)
+    await edit(file)
+  } finally {
+    await file.close()
+  }
+}
+
 async function present (store: Blockstore, cids: CID[]): Promise<boolean[]> {
   return await Promise.all(cids.map(async cid => await store.has(cid)))
 }
@@ -53,9 +64,14 @@ describe('Blockstore recovery after a kill', () => {
   beforeAll(async () => { ({ dir, cleanup } = await tempDir('cp-recovery-')) })
   afterAll(async () => { await cleanup() })
 
+  /** A store in `name` that the writer was killed on, its blocks, and its pack. */
+  const killed = async (name: string): Promise<{ data: string, cids: CID[], pack: string }> => {
+    const data = join(dir, name)
+    return { data, cids: await writeAndKill(data), pack: join(data, 'packs', packName(1)) }
+  }
+
   it('indexes the blocks written but not committed, verified, and only once', async () => {
-    const data = join(dir, 'whole')
-    const cids = await writeAndKill(data)
+    const { data, cids, pack } = await killed('whole')
     const store = await Blockstore.open(data)
     try {
       expect(store.recovered).toEqual({ blocks: COUNT - COMMITTED, bytes: (COUNT - COMMITTED) * SIZE })
@@ -63,7 +79,7 @@ describe('Blockstore recovery after a kill', () => {
       // Read back (and hashed again on the way).
       for (const cid of cids) expect((await store.get(cid)).length).toBe(SIZE)
       // Anything after the last record (a direct write's padding) is cut.
-      expect((await stat(join(data, 'packs', packName(1)))).size).toBe(COUNT * RECORD)
+      expect((await stat(pack)).size).toBe(COUNT * RECORD)
     } finally {
       await store.close()
     }
@@ -77,18 +93,16 @@ describe('Blockstore recovery after a kill', () => {
   }, 60_000)
 
   it('stops at the first record that is torn, garbage or does not hash to its CID, and cuts the rest', async () => {
-    const data = join(dir, 'damaged')
-    const cids = await writeAndKill(data)
-    const pack = join(data, 'packs', packName(1))
+    const { data, cids, pack } = await killed('damaged')
     // One byte of block 25's payload changed on disk, and garbage after the last record.
     const bad = 25
-    const file = await open(pack, 'r+')
-    try {
-      await file.truncate(COUNT * RECORD)
-      await file.write(Uint8Array.of(0x5a ^ 0xff), 0, 1, bad * RECORD + RECORD_HEADER + 36 + 1000)
-    } finally {
-      await file.close()
-    }
+    await editPack(pack, async file => {
+      const at = bad * RECORD + RECORD_HEADER + 36 + 1000
+      const byte = Buffer.alloc(1)
+      await file.read(byte, 0, 1, at)
+      byte[0] = byte[0]! ^ 0xff
+      await file.write(byte, 0, 1, at)
+    })
     await appendFile(pack, Buffer.from('not a record'.repeat(100)))
     const store = await Blockstore.open(data)
     try {
@@ -106,19 +120,13 @@ describe('Blockstore recovery after a kill', () => {
   }, 60_000)
 
   it('a block twice in the tail is indexed once, at its first copy', async () => {
-    const data = join(dir, 'twice')
-    const cids = await writeAndKill(data)
-    const pack = join(data, 'packs', packName(1))
-    const file = await open(pack, 'r+')
-    try {
-      await file.truncate(COUNT * RECORD)
+    const { data, cids, pack } = await killed('twice')
+    await editPack(pack, async file => {
       // The last record again, after itself.
       const last = Buffer.alloc(RECORD)
       await file.read(last, 0, RECORD, (COUNT - 1) * RECORD)
       await file.write(last, 0, RECORD, COUNT * RECORD)
-    } finally {
-      await file.close()
-    }
+    })
     const store = await Blockstore.open(data)
     try {
       expect(store.recovered).toEqual({ blocks: COUNT - COMMITTED, bytes: (COUNT - COMMITTED) * SIZE })
