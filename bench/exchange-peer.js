@@ -11,7 +11,7 @@
 //   node bench/exchange-peer.js pull --data-dir D --peer MULTIADDR --root CID [--compression on|off] [--window BYTES]
 //       [--max-unstored BYTES] [--buffers-timeline FILE] [--force-gc-at MS]
 //       connects (untimed), then times exchange.pull(root); last line {"seconds","mibPerSec",...result,
-//       "fullGcs","scavenges"} (this process's collections during the pull).
+//       "fullGcs","scavenges","cpuSeconds"} (this process's collections and CPU, all threads, during the pull).
 //       --buffers-timeline: writes FILE, one line per 5 ms ("b ms arrayBufferMiB") and per GC
 //       ("g ms kind durationMs"; kind 4 a mark-compact, 1 a scavenge), ms since the process started:
 //       how the ArrayBuffers rise and fall in a GC storm (docs/benchmarks.md, the exchange section).
@@ -85,7 +85,7 @@ if (mode === 'serve') {
     if (typeof globalThis.gc !== 'function') throw new Error('--force-gc-at needs node --expose-gc')
     setTimeout(() => globalThis.gc(), Number(args['force-gc-at'])).unref()
   }
-  const gc0 = processStats().gc
+  const stats0 = processStats()
   const t0 = performance.now()
   const elu0 = performance.eventLoopUtilization()
   if (process.env.EXCHANGE_LOG) console.error(`${(t0 / 1000).toFixed(3)} pull starts`)
@@ -93,11 +93,12 @@ if (mode === 'serve') {
   const seconds = (performance.now() - t0) / 1000
   if (process.env.EXCHANGE_LOG) console.error(`pull: event loop utilization ${performance.eventLoopUtilization(elu0).utilization.toFixed(2)}`)
   await new Promise((resolve) => setImmediate(resolve)) // the GC observer's last entries
-  const gc1 = processStats().gc
+  const stats1 = processStats()
   if (timeline != null) writeFileSync(String(args['buffers-timeline']), timeline.join('\n') + '\n')
   await stop()
   out({ seconds, mibPerSec: r.size / 1048576 / seconds, root: r.root.toString(), size: r.size, blocks: r.blocks,
-    bytesFetched: r.bytesFetched, wireBytes: r.wireBytes, peers: r.peers, fullGcs: gc1.major - gc0.major, scavenges: gc1.minor - gc0.minor })
+    bytesFetched: r.bytesFetched, wireBytes: r.wireBytes, peers: r.peers, fullGcs: stats1.gc.major - stats0.gc.major, scavenges: stats1.gc.minor - stats0.gc.minor,
+    cpuSeconds: stats1.cpuSeconds - stats0.cpuSeconds })
 } else {
   console.error('usage: exchange-peer.js serve|pull ...')
   process.exit(2)

@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+// What a pull's time is made of (issue 4, the exchange goal): fresh `bench/exchange-peer.js` pulls
+// of one image over loopback, with parts of the receiver's work taken out of a copy of dist/. The
+// copies live in a temp dir; the product is never changed. Each round runs the raw libp2p stream
+// (bench/raw-stream-peer.js, the exchange bench's ceiling) and then every variant, in an order that
+// rotates from round to round (the machine's speed drifts within minutes).
+//
+//   node bench/exchange-ablate.js [--size-mib 1024] [--rounds 4] [--keep]
+//
+// Variants (each a patch of one line of the compiled JS; the bench stops if a patch no longer applies):
+//   as built       nothing taken out
+//   no hash        verifyBlock returns true in the pulling process (the sender still hashes)
+//   no store       the pull's putMany calls ({fresh: true}) return at once: no pack write, no index,
+//                  no commit
+//   neither        both
+// Prints, per variant, the median pull time, its ratio to the median raw stream, and the pulling
+// process's median CPU (all threads); the last line is JSON.
+import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, parseNdjson, rmrf, round, run, ROOT, sync, table,
+  tempDir, warm, warmTree } from './lib.js';
+import { makeImage, Proc } from './swarm-lib.js';
+
+const args = parseArgs();
+const sizeMiB = Number(args['size-mib'] ?? 1024);
+const rounds = Math.max(1, Number(args.rounds ?? 4));
+
+const PATCHES = {
+  hash: {
+    file: 'dist/dag/hash.js',
+    after: 'export function verifyBlock(cid, bytes) {',
+    insert: "    if (process.argv[2] === 'pull') return true; // bench/exchange-ablate.js"
+  },
+  store: {
+    file: 'dist/store/blockstore.js',
+    after: 'async putMany(blocks, options = {}) {',
+    insert: '        if (options.fresh === true) return { stored: blocks.length, bytes: 0 }; // bench/exchange-ablate.js'
+  }
+};
+const VARIANTS = [
+  { name: 'as built', patches: [] },
+  { name: 'no hash', patches: ['hash'] },
+  { name: 'no store', patches: ['store'] },
+  { name: 'neither', patches: ['hash', 'store'] }
+];
+
+const a = await cliAvailable();
+if (!a.ok) {
+  console.error(`collective-peer CLI not usable (${a.why}); build it first (npm run build)`);
+  process.exit(2);
+}
+
+const dir = tempDir('exchange-ablate');
+const procs = new Set();
+const track = (p) => { procs.add(p); p.closed.then(() => procs.delete(p)); return p; };
+const cleanup = async () => {
+  await Promise.all([...procs].map((p) => p.stop(5_000)));
+  if (!args.keep) rmrf(dir);
+};
+for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => { cleanup().finally(() => process.exit(130)); });
+
+/** A copy of the project's dist/ and bench/ with `patches` applied; its node_modules is the project's. */
+function variantTree (variant) {
+  const tree = join(dir, `v-${variant.name.replace(/\W+/g, '-')}`);
+  mkdirSync(tree, { recursive: true });
+  for (const part of ['dist', 'bench', 'package.json']) cpSync(join(ROOT, part), join(tree, part), { recursive: true });
+  symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
+  for (const name of variant.patches) {
+    const { file, after, insert } = PATCHES[name];
+    const path = join(tree, file);
+    const text = readFileSync(path, 'utf8');
+    const at = text.indexOf(after);
+    if (at < 0 || text.indexOf(after, at + 1) >= 0) throw new Error(`patch "${name}": ${file} has no single "${after}" any more`);
+    writeFileSync(path, text.slice(0, at + after.length) + '\n' + insert + text.slice(at + after.length));
+  }
+  return tree;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+try {
+  const image = join(dir, 'image.raw');
+  const bytes = sizeMiB * MIB;
+  makeImage(image, bytes, {});
+  const dataA = join(dir, 'a');
+  const imp = await cli(dataA, ['import', image]);
+  const root = imp.result.root;
+  log(`image ${sizeMiB} MiB (random), imported into A: ${root}, ${imp.result.blocks} blocks, ${fmtMiB(imp.result.bytesStored)} MiB`);
+  warm(image);
+  warmTree(join(dataA, 'store'));
+  sync();
+  const trees = VARIANTS.map((v) => ({ ...v, tree: variantTree(v), seconds: [], cpu: [] }));
+  const raw = [];
+  for (let i = 0; i < rounds; i++) {
+    {
+      const peer = join(ROOT, 'bench', 'raw-stream-peer.js');
+      const server = track(new Proc(process.execPath, [peer, 'serve', '--file', image], { name: 'raw serve' }));
+      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+      const r = await run(process.execPath, [peer, 'fetch', '--peer', addr], { timeoutMs: 10 * 60_000 });
+      await server.stop();
+      const res = parseNdjson(r.stdout).find((e) => e.stream != null);
+      if (res?.bytes !== bytes) throw new Error(`raw stream delivered ${res?.bytes} bytes, expected ${bytes}`);
+      raw.push(res.seconds);
+      log(`round ${i + 1}: raw stream ${res.seconds.toFixed(2)} s (receiver ${res.majorGcs} full GCs)`);
+    }
+    for (let k = 0; k < trees.length; k++) {
+      const v = trees[(i + k) % trees.length];
+      const peer = join(v.tree, 'bench', 'exchange-peer.js');
+      const dataB = join(dir, 'b');
+      const server = track(new Proc(process.execPath, [peer, 'serve', '--data-dir', dataA, '--root', root], { name: `${v.name} serve` }));
+      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+      const r = await run(process.execPath, [peer, 'pull', '--data-dir', dataB, '--peer', addr, '--root', root], { timeoutMs: 10 * 60_000 });
+      await server.stop();
+      rmrf(dataB);
+      const res = parseNdjson(r.stdout).pop();
+      if (res?.size !== bytes) throw new Error(`${v.name}: exchange-peer pull returned ${JSON.stringify(res)}`);
+      v.seconds.push(res.seconds);
+      v.cpu.push(res.cpuSeconds);
+      log(`round ${i + 1}: ${v.name.padEnd(8)} ${res.seconds.toFixed(2)} s (receiver CPU ${res.cpuSeconds.toFixed(1)} s, ${res.fullGcs} full GCs)`);
+    }
+  }
+  const rawMedian = median(raw);
+  log('');
+  table(['pull', 'median s', 'fastest s', 'raw / pull', 'receiver CPU s'], [
+    ['raw libp2p stream', rawMedian.toFixed(2), Math.min(...raw).toFixed(2), '', ''],
+    ...trees.map((v) => [v.name, median(v.seconds).toFixed(2), Math.min(...v.seconds).toFixed(2),
+      `${Math.round(100 * rawMedian / median(v.seconds))} %`, median(v.cpu).toFixed(1)])
+  ]);
+  console.log(JSON.stringify({
+    bench: 'exchange-ablate', bytes, rounds, root, machine: machine(),
+    raw: { seconds: raw.map((x) => round(x)) },
+    variants: trees.map((v) => ({ name: v.name, patches: v.patches, seconds: v.seconds.map((x) => round(x)), cpuSeconds: v.cpu.map((x) => round(x, 2)) }))
+  }));
+} finally {
+  await cleanup();
+}
