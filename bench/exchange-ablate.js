@@ -5,14 +5,19 @@
 // (bench/raw-stream-peer.js, the exchange bench's ceiling) and then every variant, in an order that
 // rotates from round to round (the machine's speed drifts within minutes).
 //
-//   node bench/exchange-ablate.js [--size-mib 1024] [--rounds 4] [--keep]
+//   node bench/exchange-ablate.js [--size-mib 1024] [--rounds 4] [--variants NAME,NAME...] [--keep]
 //
-// Variants (each a patch of one line of the compiled JS; the bench stops if a patch no longer applies):
+// Variants (each a one-line patch of the compiled JS; the bench stops if a patch no longer applies):
 //   as built       nothing taken out
 //   no hash        verifyBlock returns true in the pulling process (the sender still hashes)
 //   no store       the pull's putMany calls ({fresh: true}) return at once: no pack write, no index,
 //                  no commit
 //   neither        both
+// and, with --variants, parts of the store and of the session: "no pack write" (records queued,
+// never copied or written), "no index" (a commit writes no index entries and caches no locations),
+// "no sync" (a commit does not fdatasync the pack), "no presence check" (putMany of a pull's blocks
+// looks for none in memory), "no location cache" (nothing is remembered), "flush 1 MiB" (the
+// session hands the store 1 MiB at a time, not 256 KiB). The default is the first four.
 // Prints, per variant, the median pull time, its ratio to the median raw stream, and the pulling
 // process's median CPU (all threads); the last line is JSON.
 import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -35,14 +40,53 @@ const PATCHES = {
     file: 'dist/store/blockstore.js',
     after: 'async putMany(blocks, options = {}) {',
     insert: '        if (options.fresh === true) return { stored: blocks.length, bytes: 0 }; // bench/exchange-ablate.js'
+  },
+  write: {
+    file: 'dist/store/packs.js',
+    after: 'async writeAt(queue, position) {',
+    insert: '        return; // bench/exchange-ablate.js'
+  },
+  index: {
+    file: 'dist/store/blockstore.js',
+    after: 'await writer.datasync();',
+    insert: '            entries.clear(); // bench/exchange-ablate.js'
+  },
+  sync: {
+    file: 'dist/store/packs.js',
+    after: 'async datasync() {',
+    insert: '        return; // bench/exchange-ablate.js'
+  },
+  present: {
+    file: 'dist/store/blockstore.js',
+    after: 'async present(ids, keys, memoryOnly) {',
+    insert: '        if (memoryOnly) return new Array(ids.length).fill(false); // bench/exchange-ablate.js'
+  },
+  remember: {
+    file: 'dist/store/blockstore.js',
+    after: '    remember(id, entry, generation) {',
+    insert: '        return; // bench/exchange-ablate.js'
+  },
+  flush1m: {
+    file: 'dist/net/exchange/session.js',
+    find: 'const FLUSH_BYTES = 256 * 1024;',
+    replace: 'const FLUSH_BYTES = 1024 * 1024;'
   }
 };
-const VARIANTS = [
+const ALL = [
   { name: 'as built', patches: [] },
   { name: 'no hash', patches: ['hash'] },
   { name: 'no store', patches: ['store'] },
-  { name: 'neither', patches: ['hash', 'store'] }
+  { name: 'neither', patches: ['hash', 'store'] },
+  { name: 'no pack write', patches: ['write'] },
+  { name: 'no index', patches: ['index'] },
+  { name: 'no sync', patches: ['sync'] },
+  { name: 'flush 1 MiB', patches: ['flush1m'] },
+  { name: 'no presence check', patches: ['present'] },
+  { name: 'no location cache', patches: ['remember'] }
 ];
+const VARIANTS = args.variants == null
+  ? ALL.slice(0, 4)
+  : String(args.variants).split(',').map((name) => ALL.find((v) => v.name === name.trim()) ?? (() => { throw new Error(`no variant "${name}"`); })());
 
 const a = await cliAvailable();
 if (!a.ok) {
@@ -66,12 +110,15 @@ function variantTree (variant) {
   for (const part of ['dist', 'bench', 'package.json']) cpSync(join(ROOT, part), join(tree, part), { recursive: true });
   symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
   for (const name of variant.patches) {
-    const { file, after, insert } = PATCHES[name];
+    const { file, after, insert, find, replace } = PATCHES[name];
     const path = join(tree, file);
     const text = readFileSync(path, 'utf8');
-    const at = text.indexOf(after);
-    if (at < 0 || text.indexOf(after, at + 1) >= 0) throw new Error(`patch "${name}": ${file} has no single "${after}" any more`);
-    writeFileSync(path, text.slice(0, at + after.length) + '\n' + insert + text.slice(at + after.length));
+    const marker = after ?? find;
+    const at = text.indexOf(marker);
+    if (at < 0 || text.indexOf(marker, at + 1) >= 0) throw new Error(`patch "${name}": ${file} has no single "${marker}" any more`);
+    writeFileSync(path, after != null
+      ? text.slice(0, at + after.length) + '\n' + insert + text.slice(at + after.length)
+      : text.slice(0, at) + replace + text.slice(at + find.length));
   }
   return tree;
 }
@@ -121,7 +168,7 @@ try {
       if (res?.size !== bytes) throw new Error(`${v.name}: exchange-peer pull returned ${JSON.stringify(res)}`);
       v.seconds.push(res.seconds);
       v.cpu.push(res.cpuSeconds);
-      log(`round ${i + 1}: ${v.name.padEnd(8)} ${res.seconds.toFixed(2)} s (receiver CPU ${res.cpuSeconds.toFixed(1)} s, ${res.fullGcs} full GCs)`);
+      log(`round ${i + 1}: ${v.name.padEnd(13)} ${res.seconds.toFixed(2)} s (receiver CPU ${res.cpuSeconds.toFixed(1)} s, ${res.fullGcs} full GCs)`);
     }
   }
   const rawMedian = median(raw);
