@@ -23,8 +23,8 @@
 import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, parseNdjson, rmrf, round, run, ROOT, sync, table,
-  tempDir, warm, warmTree } from './lib.js';
-import { makeImage, Proc } from './swarm-lib.js';
+  warm, warmTree } from './lib.js';
+import { benchScope, makeImage, Proc } from './swarm-lib.js';
 
 const args = parseArgs();
 const sizeMiB = Number(args['size-mib'] ?? 1024);
@@ -94,14 +94,7 @@ if (!a.ok) {
   process.exit(2);
 }
 
-const dir = tempDir('exchange-ablate');
-const procs = new Set();
-const track = (p) => { procs.add(p); p.closed.then(() => procs.delete(p)); return p; };
-const cleanup = async () => {
-  await Promise.all([...procs].map((p) => p.stop(5_000)));
-  if (!args.keep) rmrf(dir);
-};
-for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => { cleanup().finally(() => process.exit(130)); });
+const { dir, track, cleanup } = benchScope('exchange-ablate', { keep: Boolean(args.keep) });
 
 /** A copy of the project's dist/ and bench/ with `patches` applied; its node_modules is the project's. */
 function variantTree (variant) {

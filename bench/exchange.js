@@ -34,8 +34,8 @@
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, parseNdjson, rmrf, round, run, ROOT, sync, table,
-  tempDir, warm, warmTree } from './lib.js';
-import { cpuSeconds, makeImage, Proc, startDaemon } from './swarm-lib.js';
+  warm, warmTree } from './lib.js';
+import { benchScope, cpuSeconds, makeImage, Proc, startDaemon } from './swarm-lib.js';
 
 const loadavgAtStart = loadavg().map((x) => round(x, 2));
 const args = parseArgs();
@@ -52,14 +52,7 @@ if (!a.ok) {
   process.exit(2);
 }
 
-const dir = tempDir('exchange');
-const procs = new Set();
-const track = (p) => { procs.add(p); p.closed.then(() => procs.delete(p)); return p; };
-const cleanup = async () => {
-  await Promise.all([...procs].map((p) => p.stop(5_000)));
-  if (!args.keep) rmrf(dir);
-};
-for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => { cleanup().finally(() => process.exit(130)); });
+const { dir, track, cleanup } = benchScope('exchange', { keep: Boolean(args.keep) });
 
 try {
   const image = join(dir, 'image.raw');

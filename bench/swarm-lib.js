@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, createWriteStream, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
-import { CLI, MIB } from './lib.js';
+import { CLI, MIB, rmrf, tempDir } from './lib.js';
 
 /**
  * Writes an image of `bytes` bytes: random data (incompressible), except that a `compressible`
@@ -137,4 +137,20 @@ export async function daemonCli(dataDir, args) {
     throw err;
   }
   return { result: events[events.length - 1], events, seconds };
+}
+
+/**
+ * A bench's temp dir and child processes: `track` each Proc; `cleanup` stops them and removes the
+ * dir (kept with `keep`), and SIGINT/SIGTERM run it before exiting.
+ */
+export function benchScope(prefix, { keep = false } = {}) {
+  const dir = tempDir(prefix);
+  const procs = new Set();
+  const track = (p) => { procs.add(p); p.closed.then(() => procs.delete(p)); return p; };
+  const cleanup = async () => {
+    await Promise.all([...procs].map((p) => p.stop(5_000)));
+    if (!keep) rmrf(dir);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => { cleanup().finally(() => process.exit(130)); });
+  return { dir, track, cleanup };
 }
