@@ -17,7 +17,8 @@
 // never copied or written), "no index" (a commit writes no index entries and caches no locations),
 // "no sync" (a commit does not fdatasync the pack), "no presence check" (putMany of a pull's blocks
 // looks for none in memory), "no location cache" (nothing is remembered), "flush 1 MiB" (the
-// session hands the store 1 MiB at a time, not 256 KiB). The default is the first four.
+// session hands the store 1 MiB at a time, not 256 KiB); and "worker hash", a measure-only prototype
+// of hashing off the event loop (see PATCHES.worker). The default is the first four.
 // Prints, per variant, the median pull time, its ratio to the median raw stream, and the pulling
 // process's median CPU (all threads); the last line is JSON.
 import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -66,6 +67,50 @@ const PATCHES = {
     after: '    remember(id, entry, generation) {',
     insert: '        return; // bench/exchange-ablate.js'
   },
+  // A prototype of hashing off the event loop (measure-only: verdicts are counted, not acted on):
+  // the direct-write buffers in a SharedArrayBuffer, the receiver's hashing removed, and a worker
+  // thread hashing each whole record staged in a buffer when that buffer is written.
+  worker: [
+    { file: 'dist/net/exchange/session.js', find: '!verifyBlock(this.cidOf(item), bytes)', replace: 'false' },
+    { file: 'dist/store/direct.js', find: 'const raw = Buffer.allocUnsafeSlow(size + DIRECT_UNIT);', replace: 'const raw = Buffer.from(new SharedArrayBuffer(size + DIRECT_UNIT));' },
+    {
+      file: 'dist/store/direct.js',
+      after: "import { join } from 'node:path';",
+      insert: `import { Worker } from 'node:worker_threads';
+let ablateWorker;
+function hashWorker() {
+  if (ablateWorker == null) {
+    ablateWorker = new Worker(\`const { parentPort } = require('node:worker_threads'); const { blake3UrlSafeBase64 } = require('@napi-rs/blake-hash');
+parentPort.on('message', ({ sab, off, recs }) => {
+  const u = new Uint8Array(sab, off);
+  for (const r of recs) {
+    const len = ((u[r] << 24) >>> 0) + (u[r + 1] << 16) + (u[r + 2] << 8) + u[r + 3];
+    blake3UrlSafeBase64(u.subarray(r + 41, r + 41 + len)).startsWith(Buffer.from(u.subarray(r + 9, r + 41)).toString('base64url'));
+  }
+});\`, { eval: true });
+    ablateWorker.unref();
+  }
+  return ablateWorker;
+}`
+    },
+    {
+      file: 'dist/store/direct.js',
+      after: 'const n = Math.min(piece.length - this.pendingAt, buf.length - this.used);',
+      insert: `            if (n === piece.length && this.pendingAt === 0) {
+                if (piece.length === 41 && piece[4] === 36) this.ablateHeader = this.used;
+                else if (this.ablateHeader !== undefined && this.ablateHeader + 41 === this.used) { (this.ablateRecords ??= [[], []])[this.cur].push(this.ablateHeader); this.ablateHeader = undefined; }
+                else this.ablateHeader = undefined;
+            } else this.ablateHeader = undefined;`
+    },
+    {
+      file: 'dist/store/direct.js',
+      find: '        const length = this.direct ? Math.ceil(this.used / DIRECT_UNIT) * DIRECT_UNIT : this.used;',
+      replace: `        const records = this.ablateRecords?.[this.cur];
+        if (records?.length) { hashWorker().postMessage({ sab: buf.buffer, off: buf.byteOffset, recs: records }); this.ablateRecords[this.cur] = []; }
+        this.ablateHeader = undefined;
+        const length = this.direct ? Math.ceil(this.used / DIRECT_UNIT) * DIRECT_UNIT : this.used;`
+    }
+  ],
   flush1m: {
     file: 'dist/net/exchange/session.js',
     find: 'const FLUSH_BYTES = 256 * 1024;',
@@ -82,7 +127,8 @@ const ALL = [
   { name: 'no sync', patches: ['sync'] },
   { name: 'flush 1 MiB', patches: ['flush1m'] },
   { name: 'no presence check', patches: ['present'] },
-  { name: 'no location cache', patches: ['remember'] }
+  { name: 'no location cache', patches: ['remember'] },
+  { name: 'worker hash', patches: ['worker'] }
 ];
 const VARIANTS = args.variants == null
   ? ALL.slice(0, 4)
@@ -102,8 +148,7 @@ function variantTree (variant) {
   mkdirSync(tree, { recursive: true });
   for (const part of ['dist', 'bench', 'package.json']) cpSync(join(ROOT, part), join(tree, part), { recursive: true });
   symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
-  for (const name of variant.patches) {
-    const { file, after, insert, find, replace } = PATCHES[name];
+  for (const { file, after, insert, find, replace, name } of variant.patches.flatMap((name) => [PATCHES[name]].flat().map((p) => ({ ...p, name })))) {
     const path = join(tree, file);
     const text = readFileSync(path, 'utf8');
     const marker = after ?? find;
