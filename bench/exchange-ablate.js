@@ -103,6 +103,19 @@ parentPort.on('message', ({ sab, off, recs }) => {
             } else this.ablateHeader = undefined;`
     },
     {
+      // Records go to the worker 16 at a time as they are staged, before their buffer is written:
+      // read while a direct write of the same pages is in flight, they cost the worker ~20x more
+      // on this VM (6.3-6.6 CPU-s per GiB, against 0.5-0.8 s).
+      file: 'dist/store/direct.js',
+      find: '            this.pendingIndex = 0;\n        }\n    }\n',
+      replace: `            this.pendingIndex = 0;
+        }
+        const staged = this.ablateRecords?.[this.cur];
+        if (staged?.length >= 16) { hashWorker().postMessage({ sab: buf.buffer, off: buf.byteOffset, recs: staged }); this.ablateRecords[this.cur] = []; }
+    }
+`
+    },
+    {
       file: 'dist/store/direct.js',
       find: '        const length = this.direct ? Math.ceil(this.used / DIRECT_UNIT) * DIRECT_UNIT : this.used;',
       replace: `        const records = this.ablateRecords?.[this.cur];
