@@ -21,6 +21,14 @@
 // of hashing off the event loop (see PATCHES.worker). The default is the first four.
 // Prints, per variant, the median pull time, its ratio to the median raw stream, and the pulling
 // process's median CPU (all threads); the last line is JSON.
+//
+// --perf: every pull and raw stream is recorded with `perf record -a` (Linux perf, root), and the
+// bench prints where each side's CPU went, in seconds per run: the event loop's thread and the
+// process's other threads (V8's workers: optimizing compiles, GC; the libuv pool), by what ran
+// (noise's ChaCha20-Poly1305, BLAKE3, memcpy, malloc, the kernel, V8's builtins and runtime, JIT
+// code, GC, the optimizing compiler). The recording adds a few per cent to every pull alike.
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, parseNdjson, rmrf, round, run, ROOT, sync, table,
@@ -147,6 +155,12 @@ const VARIANTS = args.variants == null
   ? ALL.slice(0, 4)
   : String(args.variants).split(',').map((name) => ALL.find((v) => v.name === name.trim()) ?? (() => { throw new Error(`no variant "${name}"`); })());
 
+const perf = Boolean(args.perf);
+if (perf && spawnSync('perf', ['--version']).status !== 0) {
+  console.error('--perf needs Linux perf (apt-get install linux-perf) and the right to record every CPU (root)');
+  process.exit(2);
+}
+
 const a = await cliAvailable();
 if (!a.ok) {
   console.error(`collective-peer CLI not usable (${a.why}); build it first (npm run build)`);
@@ -174,6 +188,78 @@ function variantTree (variant) {
   return tree;
 }
 
+/** What a perf sample ran, from its symbol and object (perf script's sym and dso). */
+function category (sym, dso) {
+  if (dso.includes('kernel')) return 'kernel';
+  if (/ChaCha|poly1305|OPENSSL|EVP_|CRYPTO_|ossl_|aes/i.test(sym) || dso.includes('libcrypto')) return 'ChaCha20-Poly1305 (noise)';
+  if (/blake3/i.test(sym) || dso.includes('blake')) return 'BLAKE3';
+  if (/memmove|memcpy|memset/.test(sym)) return 'memcpy, memset';
+  if (/malloc|free\b|cfree|_int_|unlink_chunk|_mi_|calloc|realloc|consolidate/.test(sym)) return 'malloc, free';
+  if (/compiler::|Turbofan|Maglev|Pipeline|Zone|OptimizedCompilationJob|Compile/.test(sym)) return 'V8 optimizing compiler';
+  if (/Scaveng|Marking|MarkCompact|Sweep|Evacuat|ArrayBufferSweeper|Heap::|RememberedSet|SlotSet|ConcurrentMarking|heap::base/.test(sym)) return 'V8 GC';
+  if (/leveldb|snappy/i.test(sym) || dso.includes('classic-level')) return 'LevelDB';
+  if (/^Builtins_/.test(sym)) return 'V8 builtins';
+  if (/v8::|node::|uv_|uv__|std::|napi_/.test(sym)) return 'V8 and Node runtime';
+  if (sym === '[unknown]' || sym === '') return 'JIT code';
+  return 'other';
+}
+
+/** Starts `perf record` on every CPU; perfStop ends it. */
+function perfStart (file) {
+  return spawn('perf', ['record', '-a', '-F', '999', '-o', file, '--', 'sleep', '3600'], { stdio: 'ignore' });
+}
+
+async function perfStop (p) {
+  const exited = once(p, 'exit');
+  p.kill('SIGINT');
+  await exited;
+}
+
+/**
+ * CPU seconds by side ('receiver' is the busiest node process other than the server and this
+ * bench), thread ('event loop' is the process's first thread) and category.
+ */
+function perfBreakdown (file, serverPid) {
+  const r = spawnSync('perf', ['script', '-i', file, '-F', 'pid,tid,ip,sym,dso'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`perf script failed: ${r.stderr}`);
+  const byPid = new Map();
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*(\d+)\/(\d+)\s+[0-9a-f]+\s+(.*?)\s+\(([^()]*)\)\s*$/.exec(line);
+    if (m == null || m[1] === '0') continue;
+    const [, pid, tid, sym, dso] = m;
+    if (!byPid.has(pid)) byPid.set(pid, new Map());
+    const key = `${pid === tid ? 'event loop' : 'other threads'}|${category(sym, dso)}`;
+    const counts = byPid.get(pid);
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  const total = (counts) => [...counts.values()].reduce((x, y) => x + y, 0);
+  const sender = byPid.get(String(serverPid)) ?? new Map();
+  const receiver = [...byPid].filter(([pid]) => pid !== String(serverPid) && pid !== String(process.pid))
+    .map(([, counts]) => counts).sort((x, y) => total(y) - total(x))[0] ?? new Map();
+  const seconds = (counts) => Object.fromEntries([...counts].map(([k, n]) => [k, n / 999]));
+  return { receiver: seconds(receiver), sender: seconds(sender) };
+}
+
+/** Adds `b`'s seconds into `a`. */
+function addInto (a, b) {
+  for (const [k, v] of Object.entries(b)) a[k] = (a[k] ?? 0) + v;
+}
+
+/** Prints the mean breakdown of each pull kind, per side and thread. */
+function printBreakdowns (kinds, n) {
+  for (const side of ['receiver', 'sender']) {
+    for (const thread of ['event loop', 'other threads']) {
+      const keys = new Set(kinds.flatMap(({ cpu }) => Object.keys(cpu[side]).filter((k) => k.startsWith(thread + '|'))));
+      const rows = [...keys].map((k) => [k.split('|')[1], ...kinds.map(({ cpu }) => (cpu[side][k] ?? 0) / n)])
+        .sort((x, y) => y[1] - x[1]);
+      rows.push(['total', ...kinds.map(({ cpu }) => Object.entries(cpu[side]).filter(([k]) => k.startsWith(thread + '|')).reduce((t, [, v]) => t + v, 0) / n)]);
+      log('');
+      log(`${side}, ${thread}: CPU seconds per run (perf)`);
+      table(['what ran', ...kinds.map(({ name }) => name)], rows.map(([what, ...xs]) => [what, ...xs.map((x) => x.toFixed(2))]));
+    }
+  }
+}
+
 const median = (xs) => {
   const s = [...xs].sort((x, y) => x - y);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -190,15 +276,23 @@ try {
   warm(image);
   warmTree(join(dataA, 'store'));
   sync();
-  const trees = VARIANTS.map((v) => ({ ...v, tree: variantTree(v), seconds: [], cpu: [] }));
+  const trees = VARIANTS.map((v) => ({ ...v, tree: variantTree(v), seconds: [], cpu: [], breakdown: { receiver: {}, sender: {} } }));
   const raw = [];
+  const rawCpu = { receiver: {}, sender: {} };
   for (let i = 0; i < rounds; i++) {
     {
       const peer = join(ROOT, 'bench', 'raw-stream-peer.js');
       const server = track(new Proc(process.execPath, [peer, 'serve', '--file', image], { name: 'raw serve' }));
       const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
       const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+      const recording = perf ? perfStart(join(dir, 'perf.data')) : undefined;
       const r = await run(process.execPath, [peer, 'fetch', '--peer', addr], { timeoutMs: 10 * 60_000 });
+      if (recording != null) {
+        await perfStop(recording);
+        const b = perfBreakdown(join(dir, 'perf.data'), server.pid);
+        addInto(rawCpu.receiver, b.receiver);
+        addInto(rawCpu.sender, b.sender);
+      }
       await server.stop();
       const res = parseNdjson(r.stdout).find((e) => e.stream != null);
       if (res?.bytes !== bytes) throw new Error(`raw stream delivered ${res?.bytes} bytes, expected ${bytes}`);
@@ -212,7 +306,14 @@ try {
       const server = track(new Proc(process.execPath, [peer, 'serve', '--data-dir', dataA, '--root', root], { name: `${v.name} serve` }));
       const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
       const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+      const recording = perf ? perfStart(join(dir, 'perf.data')) : undefined;
       const r = await run(process.execPath, [peer, 'pull', '--data-dir', dataB, '--peer', addr, '--root', root], { timeoutMs: 10 * 60_000 });
+      if (recording != null) {
+        await perfStop(recording);
+        const b = perfBreakdown(join(dir, 'perf.data'), server.pid);
+        addInto(v.breakdown.receiver, b.receiver);
+        addInto(v.breakdown.sender, b.sender);
+      }
       await server.stop();
       rmrf(dataB);
       const res = parseNdjson(r.stdout).pop();
@@ -229,10 +330,13 @@ try {
     ...trees.map((v) => [v.name, median(v.seconds).toFixed(2), Math.min(...v.seconds).toFixed(2),
       `${Math.round(100 * rawMedian / median(v.seconds))} %`, median(v.cpu).toFixed(1)])
   ]);
+  if (perf) printBreakdowns([{ name: 'raw stream', cpu: rawCpu }, ...trees.map((v) => ({ name: v.name, cpu: v.breakdown }))], rounds);
   console.log(JSON.stringify({
     bench: 'exchange-ablate', bytes, rounds, root, machine: machine(),
     raw: { seconds: raw.map((x) => round(x)) },
-    variants: trees.map((v) => ({ name: v.name, patches: v.patches, seconds: v.seconds.map((x) => round(x)), cpuSeconds: v.cpu.map((x) => round(x, 2)) }))
+    variants: trees.map((v) => ({ name: v.name, patches: v.patches, seconds: v.seconds.map((x) => round(x)), cpuSeconds: v.cpu.map((x) => round(x, 2)),
+      ...(perf ? { perfSeconds: v.breakdown } : {}) })),
+    ...(perf ? { rawPerfSeconds: rawCpu } : {})
   }));
 } finally {
   await cleanup();
