@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { Level } from 'level'
 import { PackFiles, PackWriter, PACK_LIMIT, type Location } from './packs.js'
 import { scanTail } from './recover.js'
-import { BLOCK, META, blockKey, digestKey, decodeLocation, encodeLocation, keyToCid, range, textKey, type IndexEntry } from './keys.js'
+import { BLOCK, LOCATION_BYTES, META, blockKey, digestKey, decodeLocation, encodeLocation, keyToCid, range, textKey, writeLocation, type IndexEntry } from './keys.js'
 import { blockId, digestId, verifyBlock } from '../dag/hash.js'
 import { MAX_BLOCK_SIZE } from '../dag/node.js'
 import { AbortError, BlockMissingError, BlockTooLargeError, HashMismatchError, StoreLockedError, fromSystemError } from '../errors.js'
@@ -12,7 +12,8 @@ import type { CID } from 'multiformats/cid'
 import type { Block, PutResult } from './interface.js'
 
 type DB = Level<Uint8Array, Uint8Array>
-type PendingMap = Map<string, { key: Uint8Array, entry: IndexEntry }>
+/** Pending blocks' locations by block id (their index keys are rebuilt from the id when committed). */
+type PendingMap = Map<string, IndexEntry>
 
 
 /** Written blocks are committed (made durable and indexed) at least this often. */
@@ -171,7 +172,7 @@ export class Blockstore {
   private async lookup (cid: CID): Promise<IndexEntry | undefined> {
     const id = blockId(cid)
     const hit = this.pending.get(id) ?? this.committing?.get(id)
-    if (hit != null) return hit.entry
+    if (hit != null) return hit
     const value = await this.db.get(blockKey(cid))
     return value == null ? undefined : decodeLocation(value)
   }
@@ -299,7 +300,7 @@ export class Blockstore {
     for (let i = 0; i < digests.length; i++) {
       const d = digests[i]!
       const id = ids[i] = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1')
-      const hit = this.pending.get(id)?.entry ?? this.committing?.get(id)?.entry ?? this.recentLocation(id)
+      const hit = this.pending.get(id) ?? this.committing?.get(id) ?? this.recentLocation(id)
       if (hit != null) locations[i] = hit
       else lookups.push(i)
     }
@@ -362,7 +363,8 @@ export class Blockstore {
       if (options.trusted !== true && !verifyBlock(cid, bytes)) throw new HashMismatchError(`block bytes do not hash to ${cid}`)
     }
     const ids = blocks.map(b => b.id ?? blockId(b.cid))
-    const keys = blocks.map(b => blockKey(b.cid))
+    // Index keys only for a lookup in the index (a pull's blocks have none: see `fresh`).
+    const keys = options.fresh === true ? [] : blocks.map(b => blockKey(b.cid))
     // A commit that failed in the background is reported here, to the next writer.
     this.throwCommitFailure()
     // The disk syncs slower than we write: wait for the commit in flight before writing more.
@@ -387,7 +389,7 @@ export class Blockstore {
         // Appended since the lookup (by a call ahead, or earlier in this one): stored once.
         if (present[i] === true || this.pending.has(ids[i]!) || this.committing?.has(ids[i]!) === true) continue
         if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
-        this.appendNow(block, ids[i]!, keys[i]!)
+        this.appendNow(block, ids[i]!)
         stored++
         bytes += block.bytes.length
       }
@@ -423,7 +425,7 @@ export class Blockstore {
     const length = await writer.recover()
     // Bytes a concurrent reader located past the cut may be overwritten later.
     this.generation++
-    for (const [id, { entry }] of this.pending) {
+    for (const [id, entry] of this.pending) {
       if (entry.pack === writer.id && entry.offset >= length) {
         this.pending.delete(id)
         this.pendingBytes -= entry.length
@@ -511,10 +513,23 @@ export class Blockstore {
       await landed
       await writer.datasync()
       const batch = this.db.batch()
-      for (const { key, entry } of entries.values()) batch.put(key, encodeLocation(entry))
+      // Two buffers for every entry: the batch copies each key and value as it is put. A new
+      // Uint8Array per entry (two per block) cost an ArrayBuffer each on its way into LevelDB.
+      const key = Buffer.allocUnsafeSlow(1 + 32)
+      key[0] = BLOCK
+      const value = Buffer.allocUnsafeSlow(LOCATION_BYTES)
+      for (const [id, entry] of entries) {
+        writeLocation(value, entry)
+        if (id.length === 32) {
+          key.write(id, 1, 'latin1')
+          batch.put(key, value)
+        } else {
+          batch.put(digestKey(Buffer.from(id, 'latin1')), value)
+        }
+      }
       batch.put(textKey(META, `pack:${writer.id}:length`), Buffer.from(JSON.stringify(length)))
       await batch.write({ sync: true })
-      for (const [id, { entry }] of entries) this.remember(id, entry, generation)
+      for (const [id, entry] of entries) this.remember(id, entry, generation)
     })().catch(err => {
       // Its blocks are not indexed: the next put or commit reports it, whoever started this one.
       this.commitFailure ??= err
@@ -548,13 +563,13 @@ export class Blockstore {
 
   private async appendLocked (block: Block): Promise<void> {
     if (this.writer.size + block.bytes.length > PACK_LIMIT && this.writer.size > 0) await this.rotate()
-    this.appendNow(block, blockId(block.cid), blockKey(block.cid))
+    this.appendNow(block, blockId(block.cid))
   }
 
   /** Queues a record in the active pack (the caller rotated it if needed) and marks it pending. */
-  private appendNow (block: Block, id: string, key: Uint8Array): void {
+  private appendNow (block: Block, id: string): void {
     const loc: Location = this.writer.append(block.cid.bytes, block.bytes)
-    this.pending.set(id, { key, entry: { pack: loc.pack, offset: loc.offset, length: loc.length, codec: block.cid.code } })
+    this.pending.set(id, { pack: loc.pack, offset: loc.offset, length: loc.length, codec: block.cid.code })
     this.pendingBytes += block.bytes.length
   }
 

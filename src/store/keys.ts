@@ -42,14 +42,21 @@ export interface IndexEntry extends Location {
   codec: number
 }
 
+/** An index value's size: pack (u32), length (u32), offset (f64), codec (u8), big-endian. */
+export const LOCATION_BYTES = 17
+
 export function encodeLocation (entry: IndexEntry): Uint8Array {
-  const value = new Uint8Array(17)
-  const view = new DataView(value.buffer)
-  view.setUint32(0, entry.pack)
-  view.setUint32(4, entry.length)
-  view.setFloat64(8, entry.offset)
-  value[16] = entry.codec
+  const value = Buffer.allocUnsafe(LOCATION_BYTES)
+  writeLocation(value, entry)
   return value
+}
+
+/** Writes `entry` as an index value into `out` (LOCATION_BYTES long). */
+export function writeLocation (out: Buffer, entry: IndexEntry): void {
+  out.writeUInt32BE(entry.pack, 0)
+  out.writeUInt32BE(entry.length, 4)
+  out.writeDoubleBE(entry.offset, 8)
+  out[16] = entry.codec
 }
 
 export function decodeLocation (value: Uint8Array): IndexEntry {

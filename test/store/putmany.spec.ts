@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { join } from 'node:path'
 import { Blockstore } from '../../src/store/blockstore.js'
+import { LOCATION_BYTES, decodeLocation, encodeLocation, writeLocation } from '../../src/store/keys.js'
 import { rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
 import { tempDir } from '../helpers/cli.js'
@@ -76,8 +77,29 @@ describe('Blockstore.putMany called again before the calls ahead are done', () =
       expect(await store.putMany(a.slice(0, 1), { trusted: true, fresh: true })).toEqual({ stored: 0, bytes: 0 })
       // A block not fresh is looked up in the index as before.
       expect(await store.putMany(a.slice(1, 2), { trusted: true })).toEqual({ stored: 0, bytes: 0 })
+      await store.commit()
     } finally {
       await store.close()
+    }
+    // Another open reads every block through the index entries the commits wrote.
+    const reopened = await Blockstore.open(join(dir, 'b'))
+    try {
+      expect(reopened.recovered.blocks).toBe(0)
+      const all = [...blocks('fresh-a', 4), ...blocks('fresh-b', 2)]
+      const got = await reopened.getMany(all.map(x => x.cid))
+      got.forEach((bytes, i) => { expect(Buffer.from(bytes).equals(Buffer.from(all[i]!.bytes))).toBe(true) })
+    } finally {
+      await reopened.close()
+    }
+  })
+
+  it('index values keep a location exactly, offsets past 4 GiB included', () => {
+    for (const entry of [{ pack: 0, offset: 0, length: 0, codec: 0x55 }, { pack: 2 ** 32 - 1, offset: 5e9 + 7, length: 1 << 20, codec: 0x71 }]) {
+      expect(decodeLocation(encodeLocation(entry))).toEqual(entry)
+      const out = Buffer.alloc(LOCATION_BYTES + 3)
+      writeLocation(out, entry)
+      expect(decodeLocation(out.subarray(0, LOCATION_BYTES))).toEqual(entry)
+      expect(out.subarray(0, LOCATION_BYTES).equals(Buffer.from(encodeLocation(entry)))).toBe(true)
     }
   })
 })
