@@ -355,9 +355,12 @@ export class Blockstore {
    * `fresh: true` says the caller found the blocks missing from the store lately (a pull): they are
    * looked for only among the blocks written by this process lately, not in the index. Should one
    * have been stored meanwhile and left that memory, it is written again: its first copy becomes
-   * dead bytes for gc, never a wrong or missing block.
+   * dead bytes for gc, never a wrong or missing block. `handOver: true` gives the blocks to the
+   * store: `blocks` is emptied once they are queued for writing, and the store lets go of each as
+   * soon as its bytes are copied for the write, long before the write lands and this resolves (a
+   * pull's blocks held until then were promoted to V8's old space).
    */
-  async putMany (blocks: Block[], options: { trusted?: boolean, fresh?: boolean } = {}): Promise<PutResult> {
+  async putMany (blocks: Block[], options: { trusted?: boolean, fresh?: boolean, handOver?: boolean } = {}): Promise<PutResult> {
     for (const { cid, bytes } of blocks) {
       if (bytes.length > MAX_BLOCK_SIZE) throw new BlockTooLargeError(`block ${cid} has ${bytes.length} bytes (limit ${MAX_BLOCK_SIZE})`)
       if (options.trusted !== true && !verifyBlock(cid, bytes)) throw new HashMismatchError(`block bytes do not hash to ${cid}`)
@@ -396,6 +399,8 @@ export class Blockstore {
       // Awaited outside the lock: the next call appends and writes while this write is in flight.
       const written = this.writer.write()
       written.catch(() => {})
+      // Handed over: the caller keeps none of them either (see PutOptions.handOver).
+      if (options.handOver === true) blocks.length = 0
       if (this.pendingBytes >= COMMIT_BYTES) void this.requestCommit().catch(() => {})
       // Wrapped: a promise returned as it is would hold the lock until it settles.
       return { result: { stored, bytes }, written }

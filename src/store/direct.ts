@@ -109,7 +109,13 @@ export class DirectWrites {
   /** Whether a write is in flight or waiting (the buffers are busy). */
   get busy (): boolean { return this.inflight || this.waiters.length > 0 }
 
-  /** Writes `pieces` at `position` (where the last write ended, or anywhere when idle). Resolves once they landed. */
+  /**
+   * Writes `pieces` at `position` (where the last write ended, or anywhere when idle). Resolves once
+   * they landed. The pieces are this writer's from the call on: `pieces` is emptied, so a caller
+   * awaiting the write holds none of them, and each is let go as soon as it is copied into a
+   * staging buffer (a pull's blocks kept until their write landed lived long enough to be promoted
+   * to V8's old space: work for every scavenge and for every full GC after).
+   */
   async write (pieces: Uint8Array[], position: number): Promise<void> {
     if (!this.loaded || (!this.busy && position !== this.end)) this.load(position)
     else if (position !== this.end) throw new Error(`direct write at ${position}, not where the last one ended (${this.end})`)
@@ -118,6 +124,7 @@ export class DirectWrites {
       this.pending.push(piece)
       this.end += piece.length
     }
+    pieces.length = 0
     const landed = new Promise<void>((resolve, reject) => { this.waiters.push({ end: this.end, resolve, reject }) })
     this.stage()
     this.issue()

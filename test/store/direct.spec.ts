@@ -6,10 +6,10 @@
  * writes), byte for byte, before and after a reopen.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { statSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { Blockstore } from '../../src/store/blockstore.js'
-import { STAGE_BYTES } from '../../src/store/direct.js'
+import { DirectWrites, STAGE_BYTES, stagingBuffers } from '../../src/store/direct.js'
 import { packName } from '../../src/store/packs.js'
 import { rawCid } from '../../src/dag/hash.js'
 import { pseudoRandom } from '../helpers/images.js'
@@ -188,6 +188,44 @@ describe('Blockstore: direct writes', () => {
       const counts = countReads(store)
       await store.readMany(set.map(b => b.cid))
       expect(counts.now).toBeGreaterThan(0)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it("take the pieces they are given: the caller's list is empty at once, and the bytes land all the same", async () => {
+    const path = join(dir, 'handed-over')
+    const buffers = stagingBuffers(dir)
+    expect(buffers).toBeDefined()
+    const fd = openSync(path, 'w+')
+    const writes = new DirectWrites(path, fd, buffers!)
+    try {
+      const data = pseudoRandom('handed-over', 3 * STAGE_BYTES + 12345)
+      const pieces = [data.subarray(0, 100), data.subarray(100, 2 * STAGE_BYTES), data.subarray(2 * STAGE_BYTES)]
+      const landed = writes.write(pieces, 0)
+      // Nothing of the caller's holds the pieces while they are written.
+      expect(pieces).toHaveLength(0)
+      await landed
+      expect(Buffer.compare(readFileSync(path).subarray(0, data.length), data)).toBe(0)
+    } finally {
+      writes.close()
+      closeSync(fd)
+    }
+  })
+
+  it("a put that hands its blocks over empties the caller's list, and stores every block", async () => {
+    const store = await Blockstore.open(join(dir, 'handover-put'))
+    try {
+      const set = blocks('handover', 12, 100 * KiB)
+      const kept = [...set]
+      const given = [...set]
+      expect(await store.putMany(given, { trusted: true, fresh: true, handOver: true })).toEqual({ stored: 12, bytes: kept.reduce((n, b) => n + b.bytes.length, 0) })
+      expect(given).toHaveLength(0)
+      // Without handOver the list is the caller's as before.
+      const again = blocks('not-handed', 3, 10 * KiB)
+      await store.putMany(again, { trusted: true, fresh: true })
+      expect(again).toHaveLength(3)
+      await expectStored(store, [...kept, ...again])
     } finally {
       await store.close()
     }

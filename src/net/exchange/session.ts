@@ -959,8 +959,10 @@ export class PullSession {
     const job = (async () => {
       if (batch.length === 0) return
       const bytes = batch.reduce((n, b) => n + b.bytes.length, 0)
+      // The store takes the blocks (handOver): what is needed of them afterwards is kept apart.
+      const items = batch.map(b => b.item)
       try {
-        await this.host.store.putMany(batch, { trusted: true, fresh: true })
+        await this.host.store.putMany(batch, { trusted: true, fresh: true, handOver: true })
       } finally {
         this.unstored -= bytes
         if (this.unstored < this.opts.maxUnstored) this.schedule()
@@ -977,7 +979,7 @@ export class PullSession {
         }, err => { this.failure ??= err })
       }
       if (this.local == null || this.skeleton == null) return
-      for (const { item } of batch) {
+      for (const item of items) {
         if (item.leaf < 0) continue
         if (item.repeats == null) {
           if (this.local.set(item.leaf)) this.unannounced.push(item.leaf)
