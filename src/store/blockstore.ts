@@ -399,7 +399,7 @@ export class Blockstore {
       // Awaited outside the lock: the next call appends and writes while this write is in flight.
       const written = this.writer.write()
       written.catch(() => {})
-      // Handed over (see above): the caller keeps none of them either.
+      // Handed over (see putMany's doc): the caller keeps none of them either.
       if (options.handOver === true) blocks.length = 0
       if (this.pendingBytes >= COMMIT_BYTES) void this.requestCommit().catch(() => {})
       // Wrapped: a promise returned as it is would hold the lock until it settles.
