@@ -17,8 +17,10 @@
 // never copied or written), "no index" (a commit writes no index entries and caches no locations),
 // "no sync" (a commit does not fdatasync the pack), "no presence check" (putMany of a pull's blocks
 // looks for none in memory), "no location cache" (nothing is remembered), "flush 1 MiB" (the
-// session hands the store 1 MiB at a time, not 256 KiB); and "worker hash", a measure-only prototype
-// of hashing off the event loop (see PATCHES.worker). The default is the first four.
+// session hands the store 1 MiB at a time, not 256 KiB), "held until written" (a pull's blocks are
+// not handed over to the store: the session and the store hold them until their write lands, as
+// before 6e54b5e); and "worker hash", a measure-only prototype of hashing off the event loop (see
+// PATCHES.worker). The default is the first four.
 // Prints, per variant, the median pull time, its ratio to the median raw stream, and the pulling
 // process's median CPU (all threads); the last line is JSON.
 //
@@ -132,6 +134,11 @@ parentPort.on('message', ({ sab, off, recs }) => {
         const length = this.direct ? Math.ceil(this.used / DIRECT_UNIT) * DIRECT_UNIT : this.used;`
     }
   ],
+  held: {
+    file: 'dist/net/exchange/session.js',
+    find: 'handOver: true',
+    replace: 'handOver: false'
+  },
   flush1m: {
     file: 'dist/net/exchange/session.js',
     find: 'const FLUSH_BYTES = 256 * 1024;',
@@ -149,7 +156,8 @@ const ALL = [
   { name: 'flush 1 MiB', patches: ['flush1m'] },
   { name: 'no presence check', patches: ['present'] },
   { name: 'no location cache', patches: ['remember'] },
-  { name: 'worker hash', patches: ['worker'] }
+  { name: 'worker hash', patches: ['worker'] },
+  { name: 'held until written', patches: ['held'] }
 ];
 const VARIANTS = args.variants == null
   ? ALL.slice(0, 4)
