@@ -74,7 +74,8 @@ export class Serving {
 
   enqueue (priority: number, cids: CID[]): void {
     if (this.queued + cids.length > MAX_QUEUED_WANTS) throw new ProtocolError(`peer queued more than ${MAX_QUEUED_WANTS} wants`)
-    for (const cid of cids) this.cancelled.delete(blockId(cid))
+    // Nearly always empty: an id per wanted block (a string each) only when something was cancelled.
+    if (this.cancelled.size > 0) for (const cid of cids) this.cancelled.delete(blockId(cid))
     this.queues[priority]!.push(...cids)
     this.queued += cids.length
     this.wake?.()
@@ -98,10 +99,13 @@ export class Serving {
       while (queue.length > 0 && batch.length < max) {
         const cid = queue.shift()!
         this.queued--
-        const id = blockId(cid)
-        if (this.cancelled.delete(id)) continue
-        if (putOffHere?.(cid) !== true) batch.push(cid)
-        else if (this.redirects && this.redirected.size < MAX_REDIRECTED && !this.redirected.has(id)) {
+        if (this.cancelled.size > 0 && this.cancelled.delete(blockId(cid))) continue
+        if (putOffHere?.(cid) !== true) {
+          batch.push(cid)
+          continue
+        }
+        const id = this.redirects && this.redirected.size < MAX_REDIRECTED ? blockId(cid) : undefined
+        if (id != null && !this.redirected.has(id)) {
           this.redirected.add(id)
           this.elsewhere.push(cid)
         } else putOff.push(cid)
