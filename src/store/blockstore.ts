@@ -58,6 +58,12 @@ export class Blockstore {
   private commitFailure?: Error
   /** See readGeneration. */
   private generation = 0
+  /**
+   * False while the index holds no block (a new store, until its first commit starts): lookups of
+   * blocks there are skipped. A host's first pull looked every leaf of the image up in an empty
+   * index before its first request (~0.1 s per GiB).
+   */
+  private indexHasBlocks = true
   /** Commits finished, landed or failed (putMany compares it). */
   private commitsLanded = 0
   /**
@@ -111,6 +117,7 @@ export class Blockstore {
       const { end, ...recovered } = await store.recoverTail(active, committed)
       store.recovered = recovered
       store.writer = await PackWriter.open(store.packs, active, end)
+      store.indexHasBlocks = await store.anyBlockIndexed()
     } catch (err) {
       await db.close()
       throw err
@@ -173,6 +180,7 @@ export class Blockstore {
     const id = blockId(cid)
     const hit = this.pending.get(id) ?? this.committing?.get(id)
     if (hit != null) return hit
+    if (!this.indexHasBlocks) return undefined
     const value = await this.db.get(blockKey(cid))
     return value == null ? undefined : decodeLocation(value)
   }
@@ -217,9 +225,19 @@ export class Blockstore {
     return Array.from(locations, l => l != null)
   }
 
-  /** Index values of `keys` (undefined where absent): LevelDB getMany calls of LOOKUP_BATCH keys, LOOKUPS_IN_FLIGHT at a time. */
+  /** Whether the index has an entry for any block. */
+  private async anyBlockIndexed (): Promise<boolean> {
+    for await (const _key of this.db.keys({ ...range(BLOCK), limit: 1 })) return true
+    return false
+  }
+
+  /**
+   * Index values of block keys `keys` (undefined where absent): LevelDB getMany calls of
+   * LOOKUP_BATCH keys, LOOKUPS_IN_FLIGHT at a time; none while the index holds no block.
+   */
   private async getIndexMany (keys: Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
     const out: Array<Uint8Array | undefined> = new Array(keys.length)
+    if (!this.indexHasBlocks) return out
     let next = 0
     const worker = async (): Promise<void> => {
       while (next < keys.length) {
@@ -517,6 +535,8 @@ export class Blockstore {
     const job: Promise<void> = (async () => {
       await landed
       await writer.datasync()
+      // Before the entries are written: from here on, lookups look in the index.
+      this.indexHasBlocks = true
       const batch = this.db.batch()
       // Two buffers for every entry: the batch copies each key and value as it is put. A new
       // Uint8Array per entry (two per block) cost an ArrayBuffer each on its way into LevelDB.

@@ -44,4 +44,48 @@ describe('Blockstore: lookups of many keys', () => {
       await store.close()
     }
   })
+
+  it('a new store asks LevelDB for no block until its first commit, and finds blocks after it, and after a reopen', async () => {
+    const path = join(dir, 'new')
+    const blocks = Array.from({ length: 300 }, (_, i) => {
+      const bytes = pseudoRandom(`new-store-${i}`, 64)
+      return { cid: rawCid(bytes), bytes }
+    })
+    const digests = blocks.map(b => b.cid.multihash.digest)
+    const counted = (store: Blockstore): { gets: number } => {
+      const calls = { gets: 0 }
+      const db = store.db as unknown as { getMany: (...a: unknown[]) => unknown, get: (...a: unknown[]) => unknown }
+      const getMany = db.getMany.bind(db)
+      const get = db.get.bind(db)
+      db.getMany = (...a: unknown[]) => { calls.gets++; return getMany(...a) }
+      db.get = (...a: unknown[]) => { calls.gets++; return get(...a) }
+      return calls
+    }
+    let store = await Blockstore.open(path)
+    try {
+      const calls = counted(store)
+      expect(await store.hasMany(blocks.map(b => b.cid))).toEqual(blocks.map(() => false))
+      expect(await store.has(blocks[0]!.cid)).toBe(false)
+      // Written, not committed: found in memory, still without LevelDB.
+      await store.putMany(blocks.slice(0, 100), { trusted: true })
+      expect(await store.hasDigests(digests)).toEqual(blocks.map((_, i) => i < 100))
+      expect(calls.gets).toBe(0)
+      await store.commit()
+      const before = calls.gets
+      expect(await store.hasDigests(digests)).toEqual(blocks.map((_, i) => i < 100))
+      expect(calls.gets).toBeGreaterThan(before)
+    } finally {
+      await store.close()
+    }
+    // Reopened, the index holds blocks: they are looked up there.
+    store = await Blockstore.open(path)
+    try {
+      const calls = counted(store)
+      expect(await store.hasDigests(digests)).toEqual(blocks.map((_, i) => i < 100))
+      expect(calls.gets).toBeGreaterThan(0)
+      expect((await store.getMany(blocks.slice(0, 100).map(b => b.cid))).every((bytes, i) => Buffer.from(bytes).equals(Buffer.from(blocks[i]!.bytes)))).toBe(true)
+    } finally {
+      await store.close()
+    }
+  })
 })
