@@ -253,6 +253,19 @@ function addInto (a, b) {
   for (const [k, v] of Object.entries(b)) a[k] = (a[k] ?? 0) + v;
 }
 
+/** Runs `job` (a pull against the server `serverPid`), under perf with --perf, adding its breakdown into `into`. */
+async function recorded (into, serverPid, job) {
+  if (!perf) return await job();
+  const file = join(dir, 'perf.data');
+  const recording = perfStart(file);
+  const result = await job();
+  await perfStop(recording);
+  const b = perfBreakdown(file, serverPid);
+  addInto(into.receiver, b.receiver);
+  addInto(into.sender, b.sender);
+  return result;
+}
+
 /** Prints the mean breakdown of each pull kind, per side and thread. */
 function printBreakdowns (kinds, n) {
   for (const side of ['receiver', 'sender']) {
@@ -293,14 +306,7 @@ try {
       const server = track(new Proc(process.execPath, [peer, 'serve', '--file', image], { name: 'raw serve' }));
       const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
       const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
-      const recording = perf ? perfStart(join(dir, 'perf.data')) : undefined;
-      const r = await run(process.execPath, [peer, 'fetch', '--peer', addr], { timeoutMs: 10 * 60_000 });
-      if (recording != null) {
-        await perfStop(recording);
-        const b = perfBreakdown(join(dir, 'perf.data'), server.pid);
-        addInto(rawCpu.receiver, b.receiver);
-        addInto(rawCpu.sender, b.sender);
-      }
+      const r = await recorded(rawCpu, server.pid, () => run(process.execPath, [peer, 'fetch', '--peer', addr], { timeoutMs: 10 * 60_000 }));
       await server.stop();
       const res = parseNdjson(r.stdout).find((e) => e.stream != null);
       if (res?.bytes !== bytes) throw new Error(`raw stream delivered ${res?.bytes} bytes, expected ${bytes}`);
@@ -314,14 +320,8 @@ try {
       const server = track(new Proc(process.execPath, [peer, 'serve', '--data-dir', dataA, '--root', root], { name: `${v.name} serve` }));
       const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
       const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
-      const recording = perf ? perfStart(join(dir, 'perf.data')) : undefined;
-      const r = await run(process.execPath, [peer, 'pull', '--data-dir', dataB, '--peer', addr, '--root', root], { timeoutMs: 10 * 60_000 });
-      if (recording != null) {
-        await perfStop(recording);
-        const b = perfBreakdown(join(dir, 'perf.data'), server.pid);
-        addInto(v.breakdown.receiver, b.receiver);
-        addInto(v.breakdown.sender, b.sender);
-      }
+      const r = await recorded(v.breakdown, server.pid,
+        () => run(process.execPath, [peer, 'pull', '--data-dir', dataB, '--peer', addr, '--root', root], { timeoutMs: 10 * 60_000 }));
       await server.stop();
       rmrf(dataB);
       const res = parseNdjson(r.stdout).pop();
