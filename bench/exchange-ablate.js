@@ -13,6 +13,9 @@
 //   no store       the pull's putMany calls ({fresh: true}) return at once: no pack write, no index,
 //                  no commit
 //   neither        both
+// and, with --variants, what the sender does too: "no hash either side" (verifyBlock returns true in
+// the serving process as well), "protocol only" (that, and no store on the pulling side: what is
+// left is reading the blocks, the protocol, noise, yamux and the sockets);
 // and, with --variants, parts of the store and of the session: "no pack write" (records queued,
 // never copied or written), "no index" (a commit writes no index entries and caches no locations),
 // "no sync" (a commit does not fdatasync the pack), "no presence check" (putMany of a pull's blocks
@@ -46,6 +49,11 @@ const PATCHES = {
     file: 'dist/dag/hash.js',
     after: 'export function verifyBlock(cid, bytes) {',
     insert: "    if (process.argv[2] === 'pull') return true; // bench/exchange-ablate.js"
+  },
+  serveHash: {
+    file: 'dist/dag/hash.js',
+    after: 'export function verifyBlock(cid, bytes) {',
+    insert: "    if (process.argv[2] === 'serve') return true; // bench/exchange-ablate.js"
   },
   store: {
     file: 'dist/store/blockstore.js',
@@ -150,6 +158,8 @@ const ALL = [
   { name: 'no hash', patches: ['hash'] },
   { name: 'no store', patches: ['store'] },
   { name: 'neither', patches: ['hash', 'store'] },
+  { name: 'no hash either side', patches: ['hash', 'serveHash'] },
+  { name: 'protocol only', patches: ['hash', 'serveHash', 'store'] },
   { name: 'no pack write', patches: ['write'] },
   { name: 'no index', patches: ['index'] },
   { name: 'no sync', patches: ['sync'] },

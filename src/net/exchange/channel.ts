@@ -103,7 +103,9 @@ export class Channel {
     while (this.blocked == null && this.outBytes > 0 && !this.closed) {
       let take = 0
       let bytes = 0
-      while (take < this.out.length && (take === 0 || bytes + this.out[take]!.length <= COALESCE)) bytes += this.out[take++]!.length
+      // Up to and including the part that reaches COALESCE: stopping short of it left that part (a
+      // block, as `send` flushes when one crosses the mark) to go alone, one write in two.
+      while (take < this.out.length && bytes < COALESCE) bytes += this.out[take++]!.length
       const parts = this.out.splice(0, take)
       this.outBytes -= bytes
       this.bytesOut += bytes
