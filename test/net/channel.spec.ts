@@ -4,8 +4,8 @@
  * wrapping the real stream's `send`.
  */
 import '../../src/util/polyfill.js'
-import { describe, it, expect, afterAll } from 'vitest'
-import { createNode, startNode, type CollectiveNode } from '../../src/net/node.js'
+import { describe, it, expect } from 'vitest'
+import { inProcessNodes } from '../helpers/nodes.js'
 import { Channel } from '../../src/net/exchange/channel.js'
 import { T, type Message } from '../../src/net/exchange/messages.js'
 import { rawCid } from '../../src/dag/hash.js'
@@ -15,15 +15,10 @@ const PROTOCOL = '/collective-test/channel/1.0.0'
 const COALESCE = 256 * 1024
 
 describe('Channel', () => {
-  const nodes: CollectiveNode[] = []
-  afterAll(async () => { await Promise.all(nodes.map(async n => { await n.stop() })) })
+  const nodes = inProcessNodes()
 
   it('hands blocks queued together to the stream in sends of at least COALESCE bytes, and every block arrives intact', async () => {
-    const sender = await createNode({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    const receiver = await createNode({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    nodes.push(sender, receiver)
-    await startNode(sender)
-    await startNode(receiver)
+    const [sender, receiver] = await nodes.pair()
 
     // 200 blocks of 20 000 bytes (as the chunker's: not a divisor of COALESCE), each its own bytes.
     const blocks = Array.from({ length: 200 }, (_, i) => new Uint8Array(20_000).fill(i % 251).map((b, k) => (b + k) & 0xff))

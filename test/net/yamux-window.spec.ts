@@ -4,24 +4,19 @@
  * over real TCP on 127.0.0.1.
  */
 import '../../src/util/polyfill.js'
-import { describe, it, expect, afterAll } from 'vitest'
+import { describe, it, expect } from 'vitest'
 import { YamuxStream } from '@libp2p/yamux/stream'
-import { createNode, startNode, type CollectiveNode } from '../../src/net/node.js'
+import { inProcessNodes } from '../helpers/nodes.js'
 
 const PROTOCOL = '/collective-test/yamux-window/1.0.0'
 const MiB = 1024 * 1024
 const CHUNK = 64 * 1024
 
 describe('yamux window updates', () => {
-  const nodes: CollectiveNode[] = []
-  afterAll(async () => { await Promise.all(nodes.map(async n => { await n.stop() })) })
+  const nodes = inProcessNodes()
 
   it('a stream receiving 16 MiB sends far fewer window updates than it receives data frames, and loses nothing', async () => {
-    const sender = await createNode({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    const receiver = await createNode({ listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false })
-    nodes.push(sender, receiver)
-    await startNode(sender)
-    await startNode(receiver)
+    const [sender, receiver] = await nodes.pair()
 
     // Count, on every yamux stream of this process, the data frames received and the window updates
     // that went out (an update resets the remaining capacity to the whole window).
