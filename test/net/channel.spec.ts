@@ -6,13 +6,11 @@
 import '../../src/util/polyfill.js'
 import { describe, it, expect } from 'vitest'
 import { inProcessNodes } from '../helpers/nodes.js'
-import { Channel } from '../../src/net/exchange/channel.js'
+import { Channel, COALESCE } from '../../src/net/exchange/channel.js'
 import { T, type Message } from '../../src/net/exchange/messages.js'
 import { rawCid } from '../../src/dag/hash.js'
 
 const PROTOCOL = '/collective-test/channel/1.0.0'
-/** Channel's COALESCE: frames queued together go to the stream in sends of at least this much. */
-const COALESCE = 256 * 1024
 
 describe('Channel', () => {
   const nodes = inProcessNodes()
@@ -47,7 +45,7 @@ describe('Channel', () => {
 
     expect(received.map(m => m.cid.toString())).toEqual(blocks.map(b => rawCid(b).toString()))
     received.forEach((m, i) => { expect(Buffer.compare(m.data, blocks[i]!)).toBe(0) })
-    // 4 MB in sends of at least 256 KiB: at most 16 of them, and only the last may be short. Stopping
+    // 4 MB in sends of at least COALESCE (256 KiB): at most 16 of them, and only the last may be short. Stopping
     // each send short of the block that crossed the mark sent that block alone, one send in two.
     expect(sends.slice(0, -1).every(n => n >= COALESCE)).toBe(true)
     expect(sends.length).toBeLessThanOrEqual(Math.ceil(blocks.length * 20_000 / COALESCE))

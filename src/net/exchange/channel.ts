@@ -33,7 +33,7 @@ async function drained (stream: Stream): Promise<void> {
  * socket write, and the receiver answers every yamux data frame with a window update: sending 16 KiB
  * blocks one by one costs the receiver a syscall per block (measured: its main cost on loopback).
  */
-const COALESCE = 256 * 1024
+export const COALESCE = 256 * 1024
 
 /**
  * One libp2p stream of the block protocol: decodes frames from the peer with hard bounds, and sends
