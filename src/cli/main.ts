@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Context, processIO, resolveDataDir, type CommandIO } from './context.js'
 import { CONTROL_SOCKET, type DaemonHandle } from '../daemon/interface.js'
 import { runInDaemon } from '../daemon/control.js'
@@ -19,7 +20,8 @@ ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}
 Global options:
   --data-dir DIR   data directory (default: $COLLECTIVE_DATA_DIR, else ~/.local/share/collective-peer)
   --json           machine output: NDJSON, the last line is the result
-  -h, --help       help for a command
+  -h, --help       help for a command (also: collective-peer help <command>)
+  -V, --version    print the version and exit
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 store busy, 5 corrupt data, 6 no space, 7 bad input.`
 
@@ -51,6 +53,12 @@ function dataDirFlag (argv: string[]): string | undefined {
   return undefined
 }
 
+/** The package's version (package.json next to dist/). */
+async function version (): Promise<string> {
+  const pkg = JSON.parse(await readFile(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'))
+  return String(pkg.version)
+}
+
 function commandHelp (name: string, command: Command): string {
   return `Usage: collective-peer ${command.usage}\n\n${command.summary}\n${command.help != null ? '\n' + command.help + '\n' : ''}`
 }
@@ -67,8 +75,9 @@ export async function main (argv: string[]): Promise<number> {
   try {
     const at = commandIndex(argv)
     const help = argv.includes('--help') || argv.includes('-h')
-    if (at < 0 && !help) argv = ['daemon', ...argv]
-    const name = at >= 0 ? argv[at]! : (help ? undefined : 'daemon')
+    const versionAsked = at < 0 && (argv.includes('--version') || argv.includes('-V'))
+    if (at < 0 && !help && !versionAsked) argv = ['daemon', ...argv]
+    const name = at >= 0 ? argv[at]! : (help || versionAsked ? undefined : 'daemon')
     const entry = name != null ? COMMANDS[name] : undefined
     if (entry != null && entry.local !== true && !help) {
       const dataDir = resolveDataDir(dataDirFlag(argv))
@@ -183,8 +192,20 @@ export async function runCommand (argv: string[], io: CommandIO, signal: AbortSi
     const at = commandIndex(argv)
     const name = at >= 0 ? argv[at] : undefined
     const entry = name != null ? COMMANDS[name] : undefined
+    if (name == null && (argv.includes('--version') || argv.includes('-V'))) {
+      const v = await version()
+      io.stdout.write(json ? JSON.stringify({ version: v }) + '\n' : `collective-peer ${v}\n`)
+      return ExitCode.Ok
+    }
     if (name == null) {
       io.stdout.write(GLOBAL_HELP + '\n')
+      return ExitCode.Ok
+    }
+    if (name === 'help') {
+      const topic = argv[at + 1]
+      const about = topic != null ? COMMANDS[topic] : undefined
+      if (topic != null && about == null) throw new UsageError(`unknown command "${topic}" (see collective-peer --help)`)
+      io.stdout.write(topic != null && about != null ? commandHelp(topic, (await about.load()).default) : GLOBAL_HELP + '\n')
       return ExitCode.Ok
     }
     if (entry == null) throw new UsageError(`unknown command "${name}" (see collective-peer --help)`)

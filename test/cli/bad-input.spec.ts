@@ -10,7 +10,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
 import { createCipheriv, createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, open, readdir, stat, truncate, writeFile } from 'node:fs/promises'
+import { mkdir, open, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { CID } from 'multiformats/cid'
@@ -204,6 +204,25 @@ describe('bad input', () => {
     it('--chunk-size 512K is valid for fixed chunks but not for fastcdc', async () => {
       const r = await run(['import', refImage, '--name', 'other', '--chunker', 'fastcdc', '--chunk-size', '512K'])
       expectError(r, 'ERR_INVALID_CHUNK_SIZE', 2)
+    })
+
+    it('--version and help: answered without a daemon or the store; help of an unknown command is ERR_USAGE', async () => {
+      const { version } = JSON.parse(await readFile(join(import.meta.dirname, '../../package.json'), 'utf8'))
+      for (const flag of ['--version', '-V']) {
+        // Without the flag's handling, no command word means the daemon: it would start and not exit.
+        const r = await run([flag], 10_000)
+        expect(r.code, r.stderr).toBe(0)
+        expect(r.stdout).toBe(`collective-peer ${version}\n`)
+      }
+      const j = await run(['--version', '--json'], 10_000)
+      expect(JSON.parse(j.stdout)).toEqual({ version })
+      const help = await run(['help', 'pull'])
+      expect(help.code, help.stderr).toBe(0)
+      expect(help.stdout).toMatch(/^Usage: collective-peer pull <cid>/)
+      const global = await run(['help'])
+      expect(global.stdout).toMatch(/^Usage: collective-peer <command>/)
+      expectError(await run(['help', 'frobnicate']), 'ERR_USAGE', 2)
+      await expectStoreIntact()
     })
 
     it('an unknown command: ERR_USAGE, exit 2', async () => {
