@@ -5,7 +5,7 @@
 // (bench/raw-stream-peer.js, the exchange bench's ceiling) and then every variant, in an order that
 // rotates from round to round (the machine's speed drifts within minutes).
 //
-//   node bench/exchange-ablate.js [--size-mib 1024] [--rounds 4] [--variants NAME,NAME...] [--keep]
+//   node bench/exchange-ablate.js [--size-mib 1024] [--rounds 4] [--variants NAME,NAME...] [--floor] [--perf] [--keep]
 //
 // Variants (each a one-line patch of the compiled JS; the bench stops if a patch no longer applies):
 //   as built       nothing taken out
@@ -24,6 +24,11 @@
 // not handed over to the store: the session and the store hold them until their write lands, as
 // before 6e54b5e); and "worker hash", a measure-only prototype of hashing off the event loop (see
 // PATCHES.worker). The default is the first four.
+// --floor: each round also runs "the floor", the raw stream carrying the work every pull must do and
+// no block protocol (bench/raw-stream-peer.js --block-bytes: the sender hashes every block before
+// sending it; the receiver cuts the stream into blocks of the image's mean block size, hashes each
+// into its CID and puts them into a real store, committing as a pull does). A pull can be no faster
+// than the floor: its ratio to the raw stream is the most any block protocol could reach here.
 // Prints, per variant, the median pull time, its ratio to the median raw stream, and the pulling
 // process's median CPU (all threads); the last line is JSON.
 //
@@ -174,6 +179,7 @@ const VARIANTS = args.variants == null
   : String(args.variants).split(',').map((name) => ALL.find((v) => v.name === name.trim()) ?? (() => { throw new Error(`no variant "${name}"`); })());
 
 const perf = Boolean(args.perf);
+const floorOn = Boolean(args.floor);
 if (perf && spawnSync('perf', ['--version']).status !== 0) {
   console.error('--perf needs Linux perf (apt-get install linux-perf) and the right to record every CPU (root)');
   process.exit(2);
@@ -310,18 +316,35 @@ try {
   const trees = VARIANTS.map((v) => ({ ...v, tree: variantTree(v), seconds: [], cpu: [], breakdown: { receiver: {}, sender: {} } }));
   const raw = [];
   const rawCpu = { receiver: {}, sender: {} };
+  const floor = [];
+  const floorCpu = { receiver: {}, sender: {} };
+  const blockBytes = Math.round(bytes / imp.result.blocks);
+  /** One raw stream (`floorRun`: the floor, its blocks stored in a fresh store) timed by its fetch process. */
+  const rawStream = async (into, floorRun) => {
+    const peer = join(ROOT, 'bench', 'raw-stream-peer.js');
+    const extra = floorRun ? ['--block-bytes', String(blockBytes)] : [];
+    const dataF = join(dir, 'floor');
+    const server = track(new Proc(process.execPath, [peer, 'serve', '--file', image, ...extra], { name: 'raw serve' }));
+    const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+    const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+    const r = await recorded(into, server.pid, () => run(process.execPath,
+      [peer, 'fetch', '--peer', addr, ...(floorRun ? ['--store', dataF, ...extra] : [])], { timeoutMs: 10 * 60_000 }));
+    await server.stop();
+    rmrf(dataF);
+    const res = parseNdjson(r.stdout).find((e) => e.stream != null);
+    if (res?.bytes !== bytes) throw new Error(`raw stream delivered ${res?.bytes} bytes, expected ${bytes}: ${r.stderr}`);
+    return res;
+  };
   for (let i = 0; i < rounds; i++) {
     {
-      const peer = join(ROOT, 'bench', 'raw-stream-peer.js');
-      const server = track(new Proc(process.execPath, [peer, 'serve', '--file', image], { name: 'raw serve' }));
-      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
-      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
-      const r = await recorded(rawCpu, server.pid, () => run(process.execPath, [peer, 'fetch', '--peer', addr], { timeoutMs: 10 * 60_000 }));
-      await server.stop();
-      const res = parseNdjson(r.stdout).find((e) => e.stream != null);
-      if (res?.bytes !== bytes) throw new Error(`raw stream delivered ${res?.bytes} bytes, expected ${bytes}`);
+      const res = await rawStream(rawCpu, false);
       raw.push(res.seconds);
       log(`round ${i + 1}: raw stream ${res.seconds.toFixed(2)} s (receiver ${res.majorGcs} full GCs)`);
+    }
+    if (floorOn) {
+      const res = await rawStream(floorCpu, true);
+      floor.push(res.seconds);
+      log(`round ${i + 1}: the floor  ${res.seconds.toFixed(2)} s (raw + hashing on both sides + the store; receiver ${res.majorGcs} full GCs)`);
     }
     for (let k = 0; k < trees.length; k++) {
       const v = trees[(i + k) % trees.length];
@@ -345,13 +368,19 @@ try {
   log('');
   table(['pull', 'median s', 'fastest s', 'raw / pull', 'receiver CPU s'], [
     ['raw libp2p stream', rawMedian.toFixed(2), Math.min(...raw).toFixed(2), '', ''],
+    ...(floorOn ? [[`the floor (raw + hashing + store, ${blockBytes} B blocks)`, median(floor).toFixed(2), Math.min(...floor).toFixed(2),
+      `${Math.round(100 * rawMedian / median(floor))} %`, '']] : []),
     ...trees.map((v) => [v.name, median(v.seconds).toFixed(2), Math.min(...v.seconds).toFixed(2),
       `${Math.round(100 * rawMedian / median(v.seconds))} %`, median(v.cpu).toFixed(1)])
   ]);
-  if (perf) printBreakdowns([{ name: 'raw stream', cpu: rawCpu }, ...trees.map((v) => ({ name: v.name, cpu: v.breakdown }))], rounds);
+  if (floorOn) {
+    log(`each pull against the floor (median / median): ${trees.map((v) => `${v.name} ${Math.round(100 * median(floor) / median(v.seconds))} %`).join(', ')}`);
+  }
+  if (perf) printBreakdowns([{ name: 'raw stream', cpu: rawCpu }, ...(floorOn ? [{ name: 'the floor', cpu: floorCpu }] : []), ...trees.map((v) => ({ name: v.name, cpu: v.breakdown }))], rounds);
   console.log(JSON.stringify({
     bench: 'exchange-ablate', bytes, rounds, root, machine: machine(),
     raw: { seconds: raw.map((x) => round(x)) },
+    ...(floorOn ? { floor: { blockBytes, seconds: floor.map((x) => round(x)) } } : {}),
     variants: trees.map((v) => ({ name: v.name, patches: v.patches, seconds: v.seconds.map((x) => round(x)), cpuSeconds: v.cpu.map((x) => round(x, 2)),
       ...(perf ? { perfSeconds: v.breakdown } : {}) })),
     ...(perf ? { rawPerfSeconds: rawCpu } : {})
