@@ -5,7 +5,7 @@
 // (bench/raw-stream-peer.js, the exchange bench's ceiling) and then every variant, in an order that
 // rotates from round to round (the machine's speed drifts within minutes).
 //
-//   node bench/exchange-ablate.js [--size-mib 1024] [--rounds 4] [--variants NAME,NAME...] [--floor] [--perf] [--keep]
+//   node bench/exchange-ablate.js [--size-mib 1024] [--rounds 4] [--variants NAME,NAME...] [--floor [--floor-window BYTES]] [--perf] [--keep]
 //
 // Variants (each a one-line patch of the compiled JS; the bench stops if a patch no longer applies):
 //   as built       nothing taken out
@@ -29,6 +29,8 @@
 // sending it; the receiver cuts the stream into blocks of the image's mean block size, hashes each
 // into its CID and puts them into a real store, committing as a pull does). A pull can be no faster
 // than the floor: its ratio to the raw stream is the most any block protocol could reach here.
+// Its streams let the sender run at most --floor-window bytes ahead (default 4 MiB; a pull's own
+// window is at most 8 MiB): with yamux's 16 MiB every floor ran a GC storm (docs/benchmarks.md).
 // Prints, per variant, the median pull time, its ratio to the median raw stream, and the pulling
 // process's median CPU (all threads); the last line is JSON.
 //
@@ -180,6 +182,7 @@ const VARIANTS = args.variants == null
 
 const perf = Boolean(args.perf);
 const floorOn = Boolean(args.floor);
+const floorWindow = Number(args['floor-window'] ?? 4 * 1024 * 1024);
 if (perf && spawnSync('perf', ['--version']).status !== 0) {
   console.error('--perf needs Linux perf (apt-get install linux-perf) and the right to record every CPU (root)');
   process.exit(2);
@@ -322,7 +325,7 @@ try {
   /** One raw stream (`floorRun`: the floor, its blocks stored in a fresh store) timed by its fetch process. */
   const rawStream = async (into, floorRun) => {
     const peer = join(ROOT, 'bench', 'raw-stream-peer.js');
-    const extra = floorRun ? ['--block-bytes', String(blockBytes)] : [];
+    const extra = floorRun ? ['--block-bytes', String(blockBytes), '--stream-window', String(floorWindow)] : [];
     const dataF = join(dir, 'floor');
     const server = track(new Proc(process.execPath, [peer, 'serve', '--file', image, ...extra], { name: 'raw serve' }));
     const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
@@ -380,7 +383,7 @@ try {
   console.log(JSON.stringify({
     bench: 'exchange-ablate', bytes, rounds, root, machine: machine(),
     raw: { seconds: raw.map((x) => round(x)) },
-    ...(floorOn ? { floor: { blockBytes, seconds: floor.map((x) => round(x)) } } : {}),
+    ...(floorOn ? { floor: { blockBytes, streamWindow: floorWindow, seconds: floor.map((x) => round(x)) } } : {}),
     variants: trees.map((v) => ({ name: v.name, patches: v.patches, seconds: v.seconds.map((x) => round(x)), cpuSeconds: v.cpu.map((x) => round(x, 2)),
       ...(perf ? { perfSeconds: v.breakdown } : {}) })),
     ...(perf ? { rawPerfSeconds: rawCpu } : {})

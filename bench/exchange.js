@@ -2,7 +2,7 @@
 // Block-exchange throughput between two hosts on loopback (no shaping), against a raw libp2p stream
 // carrying the same bytes between two nodes of the same stack, in the same run.
 //
-//   node bench/exchange.js [--size-mib N] [--runs N] [--compressible F] [--no-diagnostics] [--keep]
+//   node bench/exchange.js [--size-mib N] [--runs N] [--compressible F] [--no-diagnostics] [--no-floor] [--keep]
 //
 // Setup: an image of N MiB (default 1024) of random bytes (incompressible; --compressible F fills
 // that fraction of every MiB with text) is imported into host A's data dir (default chunker).
@@ -17,6 +17,13 @@
 // raw:      bench/raw-stream-peer.js serve (A's side, reads the image file) and fetch (B's side), each a
 //           process with a node from src/net/node.ts; timed from opening the stream (connection
 //           already up) to its end. 256 KiB writes.
+// floor:    (after each round's exchange; --no-floor skips it) the raw stream carrying the work every
+//           pull must do and no block protocol: bench/raw-stream-peer.js --block-bytes (the image's mean
+//           block size; the sender hashes every block before sending it) and --store (the receiver
+//           hashes each block into its CID and puts it into a real store, committing as a pull does),
+//           with a 4 MiB stream window (see bench/exchange-ablate.js). No pull can be faster: `floor`
+//           in the JSON, with the exchange against it (`ratioToFloor`, fastest to fastest) and it
+//           against the raw stream (`floor.ratio`).
 // diagnostics (not the goal figure): bench/exchange-peer.js, the daemon's composition without its
 //           control socket, pulls with wire compression on and off (the CLI has no switch for it), to
 //           show what DEFLATE attempts on incompressible blocks cost.
@@ -46,6 +53,8 @@ const compressible = Number(args.compressible ?? 0);
 const RAW_PEER = join(ROOT, 'bench', 'raw-stream-peer.js');
 const EX_PEER = join(ROOT, 'bench', 'exchange-peer.js');
 const diagnostics = !args['no-diagnostics'];
+const floorOn = !args['no-floor'];
+const FLOOR_WINDOW = 4 * 1024 * 1024;
 /** A receiver with this many full GCs in one transfer ran a GC storm (they run 1-4 or ~20). */
 const STORM_GCS = 10;
 
@@ -85,6 +94,8 @@ try {
   const rawWarm = [];
   const exWarm = [];
   const diag = { on: [], off: [] };
+  const floorRuns = [];
+  const blockBytes = Math.round(bytes / imp.result.blocks);
   for (let i = 0; i < runs; i++) {
     // ---- raw libp2p stream ----
     {
@@ -145,6 +156,22 @@ try {
       log(`exchange run ${i + 1}, warm: ${w.seconds.toFixed(2)} s, ${w.mibPerSec.toFixed(0)} MiB/s ` +
         `(CPU: sender ${w.senderCpuSeconds.toFixed(1)} s, receiver ${w.receiverCpuSeconds.toFixed(1)} s); raw warm ${rawWarm[rawWarm.length - 1].mibPerSec.toFixed(0)} MiB/s`);
     }
+    // ---- the floor: the raw stream with the hashing and the store every pull must do ----
+    if (floorOn) {
+      const extra = ['--block-bytes', String(blockBytes), '--stream-window', String(FLOOR_WINDOW)];
+      const dataF = join(dir, 'floor');
+      const server = track(new Proc(process.execPath, [RAW_PEER, 'serve', '--file', image, ...extra], { name: 'floor serve' }));
+      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+      const r = await run(process.execPath, [RAW_PEER, 'fetch', '--peer', addr, '--store', dataF, ...extra], { timeoutMs: 10 * 60_000 });
+      await server.stop();
+      rmrf(dataF);
+      const res = parseNdjson(r.stdout).find((e) => e.stream != null);
+      if (res?.bytes !== bytes) throw new Error(`the floor delivered ${res?.bytes} bytes, expected ${bytes}: ${r.stderr}`);
+      floorRuns.push({ seconds: res.seconds, mibPerSec: res.mibPerSec, majorGcs: res.majorGcs });
+      log(`floor    run ${i + 1}: ${res.seconds.toFixed(2)} s, ${res.mibPerSec.toFixed(0)} MiB/s (raw + hashing on both sides + the store, ` +
+        `${blockBytes}-byte blocks; receiver ${res.majorGcs} full GCs)`);
+    }
     // ---- diagnostics: the exchange without the daemon, wire compression on / off ----
     for (const c of diagnostics ? ['on', 'off'] : []) {
       const dataB = join(dir, `d${i}${c}`);
@@ -174,12 +201,14 @@ try {
   const exW = best(exWarm);
   const rawW = best(rawWarm);
   const ratioWarm = exW.mibPerSec / rawW.mibPerSec;
+  const fl = floorRuns.length ? best(floorRuns) : null;
   const dOn = diag.on.length ? best(diag.on) : null;
   const dOff = diag.off.length ? best(diag.off) : null;
   log('');
   table(['transfer', 'seconds', 'MiB/s', 'sender CPU s'], [
     ['block exchange (daemon pull)', ex.seconds.toFixed(2), ex.mibPerSec.toFixed(0), ex.senderCpuSeconds.toFixed(1)],
     ['raw libp2p stream', raw.seconds.toFixed(2), raw.mibPerSec.toFixed(0), raw.senderCpuSeconds.toFixed(1)],
+    ...(fl ? [['the floor (raw + hashing + store, no protocol)', fl.seconds.toFixed(2), fl.mibPerSec.toFixed(0), '']] : []),
     ['block exchange, warm daemons', exW.seconds.toFixed(2), exW.mibPerSec.toFixed(0), exW.senderCpuSeconds.toFixed(1)],
     ['raw libp2p stream, warm', rawW.seconds.toFixed(2), rawW.mibPerSec.toFixed(0), ''],
     ...(dOn ? [['diagnostic: exchange, no daemon, compression on', dOn.seconds.toFixed(2), dOn.mibPerSec.toFixed(0), dOn.senderCpuSeconds.toFixed(1)]] : []),
@@ -200,6 +229,10 @@ try {
     ? `raw rounds without a GC storm in the receiver (< ${STORM_GCS} full GCs): none`
     : `raw rounds without a GC storm in the receiver (< ${STORM_GCS} full GCs): ${calm.length} of ${rawRuns.length}; ` +
       `median exchange / their median: ${(calmRatio * 100).toFixed(0)} %`);
+  if (fl) {
+    log(`the floor / raw = ${(100 * fl.mibPerSec / raw.mibPerSec).toFixed(0)} % (the most any block protocol could reach here); ` +
+      `exchange / the floor = ${(100 * ex.mibPerSec / fl.mibPerSec).toFixed(0)} % (fastest to fastest)`);
+  }
   console.log(JSON.stringify({
     bench: 'exchange', bytes, compressible, runs, root, blocks: imp.result.blocks,
     machine: machine(), loadavgAtStart, loadavgAtEnd: loadavg().map((x) => round(x, 2)),
@@ -212,6 +245,9 @@ try {
     ratio: round(ratio),
     ratioPerRound: perRound.map((r) => round(r)),
     ratioToCalmRaw: round(calmRatio),
+    floor: fl && { seconds: round(fl.seconds), mibPerSec: round(fl.mibPerSec, 1), blockBytes, streamWindow: FLOOR_WINDOW,
+      allSeconds: floorRuns.map((x) => round(x.seconds)), majorGcs: floorRuns.map((x) => x.majorGcs), ratio: round(fl.mibPerSec / raw.mibPerSec) },
+    ratioToFloor: fl && round(ex.mibPerSec / fl.mibPerSec),
     warm: { exchange: { seconds: round(exW.seconds), mibPerSec: round(exW.mibPerSec, 1), senderCpuSeconds: round(exW.senderCpuSeconds, 2),
       receiverCpuSeconds: round(exW.receiverCpuSeconds, 2), allSeconds: exWarm.map((x) => round(x.seconds)) },
     raw: { seconds: round(rawW.seconds), mibPerSec: round(rawW.mibPerSec, 1), allSeconds: rawWarm.map((x) => round(x.seconds)) },

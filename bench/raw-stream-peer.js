@@ -21,6 +21,9 @@
 //          a pull verifies each block) and put into a real store in DIR (src/store: the pack's direct
 //          writes, the LevelDB index, a commit every 16 MiB, as a pull's session does), 256 KiB of
 //          blocks per putMany. The timing ends once the last commit has landed.
+// --stream-window BYTES (both sides): yamux's most a stream's sender may send ahead (its default:
+// 16 MiB). The floor's receiver, slower than its sender, holds that much in buffers that outlive
+// scavenges: with 16 MiB every run of the floor is a GC storm; with 4 MiB none is (docs/benchmarks.md).
 import '../dist/util/polyfill.js'
 import { open } from 'node:fs/promises'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -39,7 +42,8 @@ const [mode, ...rest] = process.argv.slice(2)
 const args = parseArgs(rest)
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
 
-const node = await createNode({ listen: [String(args.listen ?? '/ip4/127.0.0.1/tcp/0')], mdns: false })
+const streamWindow = args['stream-window'] != null ? Number(args['stream-window']) : undefined
+const node = await createNode({ listen: [String(args.listen ?? '/ip4/127.0.0.1/tcp/0')], mdns: false, streamWindow })
 await startNode(node)
 
 if (mode === 'serve') {

@@ -87,6 +87,12 @@ export interface NodeInit {
   onEvent?(event: NodeEvent): void
   /** DHT record types this swarm stores (by key namespace): how to validate them and pick the best. */
   dhtRecords?: { validators: Validators, selectors: Selectors }
+  /**
+   * The most a yamux stream lets its peer send ahead (bytes). For benches: a reader slower than its
+   * sender holds this much in buffers that outlive scavenges (docs/benchmarks.md, "the floor").
+   * @default yamux's own, 16 MiB
+   */
+  streamWindow?: number
   signal?: AbortSignal
 }
 
@@ -128,7 +134,7 @@ export async function createNode (init: NodeInit = {}): Promise<CollectiveNode> 
     addresses: { listen: init.listen ?? DEFAULT_LISTEN },
     transports: [tcp()],
     connectionEncrypters: [coalescedWrites(noise())],
-    streamMuxers: [yamux()],
+    streamMuxers: [yamux(init.streamWindow != null ? { streamOptions: { maxStreamWindowSize: init.streamWindow } } : {})],
     peerDiscovery: (init.mdns ?? DEFAULT_MDNS) ? [mdns({ serviceTag: MDNS_SERVICE_TAG })] : [],
     // libp2p pings every connection every 10 s by default, each ping a new stream (protocol
     // negotiation, a peer-store update): most of an idle host's CPU with 16 peers. Once a minute
