@@ -16,6 +16,7 @@
 //       ("g ms kind durationMs"; kind 4 a mark-compact, 1 a scavenge), ms since the process started:
 //       how the ArrayBuffers rise and fall in a GC storm (docs/benchmarks.md, the exchange section).
 //       --force-gc-at: one full GC that many ms into the pull (needs node --expose-gc).
+//   --stream-window BYTES (serve and pull): yamux's stream window (default 16 MiB), as in raw-stream-peer.js.
 //   EXCHANGE_LOG=1: the exchange's debug log on stderr, each line prefixed with seconds since the
 //       process started (the pull's phases: root block, skeleton, all blocks, stored; its state once
 //       a second), and the event loop's utilization (the server's every 0.5 s, the pull's over the
@@ -37,7 +38,8 @@ const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
 const compression = String(args.compression ?? 'on') !== 'off'
 
 const store = await openStore(String(args['data-dir']))
-const node = await createNode({ listen: [String(args.listen ?? '/ip4/127.0.0.1/tcp/0')], mdns: false })
+const streamWindow = args['stream-window'] != null ? Number(args['stream-window']) : undefined
+const node = await createNode({ listen: [String(args.listen ?? '/ip4/127.0.0.1/tcp/0')], mdns: false, streamWindow })
 await startNode(node)
 const window = args.window != null ? Number(args.window) : undefined // per-peer request window of a pull
 const maxUnstored = args['max-unstored'] != null ? Number(args['max-unstored']) : undefined

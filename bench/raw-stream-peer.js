@@ -128,12 +128,15 @@ async function floorStore (dir, blockBytes) {
         uncommitted += batchBytes
         batchBytes = 0
         const put = store.blocks.putMany(blocks, { trusted: true, fresh: true, handOver: true })
+        put.catch(() => {}) // reported where it is awaited: the next flush, or the end
         const before = previous
         previous = put
         await before
         if (uncommitted >= FLOOR_COMMIT) {
           uncommitted = 0
-          commits.push(store.blocks.commitInBackground())
+          const commit = store.blocks.commitInBackground()
+          commit.catch(() => {}) // reported at the end, where they are awaited
+          commits.push(commit)
         }
       }
       const add = (bytesOfBlock) => {
