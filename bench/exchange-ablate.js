@@ -45,7 +45,7 @@ import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, parseNdjson, rmrf, round, run, ROOT, sync, table,
   warm, warmTree } from './lib.js';
-import { benchScope, makeImage, Proc } from './swarm-lib.js';
+import { benchScope, makeImage, Proc, rawStreamRun } from './swarm-lib.js';
 
 const args = parseArgs();
 const sizeMiB = Number(args['size-mib'] ?? 1024);
@@ -322,22 +322,10 @@ try {
   const floor = [];
   const floorCpu = { receiver: {}, sender: {} };
   const blockBytes = Math.round(bytes / imp.result.blocks);
-  /** One raw stream (`floorRun`: the floor, its blocks stored in a fresh store) timed by its fetch process. */
-  const rawStream = async (into, floorRun) => {
-    const peer = join(ROOT, 'bench', 'raw-stream-peer.js');
-    const extra = floorRun ? ['--block-bytes', String(blockBytes), '--stream-window', String(floorWindow)] : [];
-    const dataF = join(dir, 'floor');
-    const server = track(new Proc(process.execPath, [peer, 'serve', '--file', image, ...extra], { name: 'raw serve' }));
-    const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
-    const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
-    const r = await recorded(into, server.pid, () => run(process.execPath,
-      [peer, 'fetch', '--peer', addr, ...(floorRun ? ['--store', dataF, ...extra] : [])], { timeoutMs: 10 * 60_000 }));
-    await server.stop();
-    rmrf(dataF);
-    const res = parseNdjson(r.stdout).find((e) => e.stream != null);
-    if (res?.bytes !== bytes) throw new Error(`raw stream delivered ${res?.bytes} bytes, expected ${bytes}: ${r.stderr}`);
-    return res;
-  };
+  /** One raw stream (`floorRun`: the floor), recorded into `into` with --perf. */
+  const rawStream = async (into, floorRun) => (await rawStreamRun({ image, bytes, track,
+    floor: floorRun ? { blockBytes, streamWindow: floorWindow, storeDir: join(dir, 'floor') } : undefined,
+    around: (pid, job) => recorded(into, pid, job) })).streams[0];
   for (let i = 0; i < rounds; i++) {
     {
       const res = await rawStream(rawCpu, false);

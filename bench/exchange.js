@@ -43,14 +43,13 @@ import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { cli, cliAvailable, fmtMiB, log, machine, MIB, parseArgs, parseNdjson, rmrf, round, run, ROOT, sync, table,
   warm, warmTree } from './lib.js';
-import { benchScope, cpuSeconds, makeImage, Proc, startDaemon } from './swarm-lib.js';
+import { benchScope, cpuSeconds, makeImage, Proc, rawStreamRun, startDaemon } from './swarm-lib.js';
 
 const loadavgAtStart = loadavg().map((x) => round(x, 2));
 const args = parseArgs();
 const sizeMiB = Number(args['size-mib'] ?? 1024);
 const runs = Math.max(1, Number(args.runs ?? 1));
 const compressible = Number(args.compressible ?? 0);
-const RAW_PEER = join(ROOT, 'bench', 'raw-stream-peer.js');
 const EX_PEER = join(ROOT, 'bench', 'exchange-peer.js');
 const diagnostics = !args['no-diagnostics'];
 const floorOn = !args['no-floor'];
@@ -99,16 +98,8 @@ try {
   for (let i = 0; i < runs; i++) {
     // ---- raw libp2p stream ----
     {
-      const server = track(new Proc(process.execPath, [RAW_PEER, 'serve', '--file', image], { name: 'raw serve' }));
-      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
-      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
-      const cpu0 = cpuSeconds(server.pid);
-      const r = await run(process.execPath, [RAW_PEER, 'fetch', '--peer', addr, '--streams', '2'], { timeoutMs: 10 * 60_000 });
-      const cpu1 = cpuSeconds(server.pid);
-      await server.stop();
-      const [res, res2] = parseNdjson(r.stdout).filter((e) => e.stream != null);
-      for (const x of [res, res2]) if (x?.bytes !== bytes) throw new Error(`raw stream delivered ${x?.bytes} bytes, expected ${bytes}`);
-      const o = { seconds: res.seconds, mibPerSec: res.mibPerSec, senderCpuSeconds: cpu1 - cpu0, majorGcs: res.majorGcs };
+      const { streams: [res, res2], senderCpuSeconds } = await rawStreamRun({ image, bytes, track, streams: 2 });
+      const o = { seconds: res.seconds, mibPerSec: res.mibPerSec, senderCpuSeconds, majorGcs: res.majorGcs };
       rawRuns.push(o);
       rawWarm.push({ seconds: res2.seconds, mibPerSec: res2.mibPerSec });
       log(`raw      run ${i + 1}: ${o.seconds.toFixed(2)} s, ${o.mibPerSec.toFixed(0)} MiB/s (sender CPU ${o.senderCpuSeconds.toFixed(1)} s; ` +
@@ -158,16 +149,8 @@ try {
     }
     // ---- the floor: the raw stream with the hashing and the store every pull must do ----
     if (floorOn) {
-      const extra = ['--block-bytes', String(blockBytes), '--stream-window', String(FLOOR_WINDOW)];
-      const dataF = join(dir, 'floor');
-      const server = track(new Proc(process.execPath, [RAW_PEER, 'serve', '--file', image, ...extra], { name: 'floor serve' }));
-      const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
-      const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
-      const r = await run(process.execPath, [RAW_PEER, 'fetch', '--peer', addr, '--store', dataF, ...extra], { timeoutMs: 10 * 60_000 });
-      await server.stop();
-      rmrf(dataF);
-      const res = parseNdjson(r.stdout).find((e) => e.stream != null);
-      if (res?.bytes !== bytes) throw new Error(`the floor delivered ${res?.bytes} bytes, expected ${bytes}: ${r.stderr}`);
+      const { streams: [res] } = await rawStreamRun({ image, bytes, track,
+        floor: { blockBytes, streamWindow: FLOOR_WINDOW, storeDir: join(dir, 'floor') } });
       floorRuns.push({ seconds: res.seconds, mibPerSec: res.mibPerSec, majorGcs: res.majorGcs });
       log(`floor    run ${i + 1}: ${res.seconds.toFixed(2)} s, ${res.mibPerSec.toFixed(0)} MiB/s (raw + hashing on both sides + the store, ` +
         `${blockBytes}-byte blocks; receiver ${res.majorGcs} full GCs)`);

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, createWriteStream, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
-import { CLI, MIB, rmrf, tempDir } from './lib.js';
+import { CLI, MIB, parseNdjson, rmrf, ROOT, run, tempDir } from './lib.js';
 
 /**
  * Writes an image of `bytes` bytes: random data (incompressible), except that a `compressible`
@@ -115,6 +115,37 @@ export function cpuSeconds(pid) {
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
   } catch { return null; }
+}
+
+const RAW_PEER = join(ROOT, 'bench', 'raw-stream-peer.js');
+
+/**
+ * One run of bench/raw-stream-peer.js on loopback: a server process sending `image`, and a fetch
+ * process reading `streams` streams of it in a row, each checked to deliver `bytes`. With `floor`
+ * ({ blockBytes, streamWindow, storeDir }) the two run the floor (the sender hashes every block, the
+ * fetch stores them in a fresh store at storeDir, removed afterwards). `around(serverPid, job)` wraps
+ * the fetch (a CPU recording). Resolves to { streams: the fetch's result lines, senderCpuSeconds }.
+ */
+export async function rawStreamRun({ image, bytes, track, streams = 1, floor, around = (pid, job) => job() }) {
+  const extra = floor != null ? ['--block-bytes', String(floor.blockBytes), '--stream-window', String(floor.streamWindow)] : [];
+  const server = track(new Proc(process.execPath, [RAW_PEER, 'serve', '--file', image, ...extra], { name: floor != null ? 'floor serve' : 'raw serve' }));
+  try {
+    const ready = await server.waitFor((e) => e.type === 'ready', { what: 'ready' });
+    const addr = ready.addresses.find((x) => x.startsWith('/ip4/127.0.0.1/'));
+    const cpu0 = cpuSeconds(server.pid);
+    const r = await around(server.pid, () => run(process.execPath,
+      [RAW_PEER, 'fetch', '--peer', addr, '--streams', String(streams), ...(floor != null ? ['--store', floor.storeDir, ...extra] : [])],
+      { timeoutMs: 10 * 60_000 }));
+    const senderCpuSeconds = cpuSeconds(server.pid) - cpu0;
+    const results = parseNdjson(r.stdout).filter((e) => e.stream != null);
+    if (results.length !== streams || results.some((x) => x.bytes !== bytes)) {
+      throw new Error(`raw-stream-peer fetch delivered ${JSON.stringify(results.map((x) => x.bytes))} bytes, expected ${streams} × ${bytes}: ${r.stderr}`);
+    }
+    return { streams: results, senderCpuSeconds };
+  } finally {
+    await server.stop();
+    if (floor != null) rmrf(floor.storeDir);
+  }
 }
 
 /**
